@@ -1,0 +1,28 @@
+# The README's two commands. Each bootstraps its own environment: uv (installed into .tools/
+# when it is not on PATH), a .venv synced exactly to uv.lock, then the work itself.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+export UV_PROJECT_ENVIRONMENT := .venv
+
+.PHONY: run test bench-api bench-cpu lint clean
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv
+
+.venv/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --all-groups
+	touch $@
+
+run: .venv/.synced
+	.venv/bin/python -m scripts.run_stack
+
+test: .venv/.synced
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: .venv/.synced
+	$(UV) run --frozen ruff check . && $(UV) run --frozen ruff format --check .
+
+clean:
+	rm -rf .venv .tools .pytest_cache

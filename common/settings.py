@@ -1,0 +1,71 @@
+"""The one settings module: every knob comes from the environment (or an optional `.env`).
+
+Both the pipeline and the API read it; it imports neither Dagster nor FastAPI, so the API
+stays light. Secrets are `SecretStr` so they never print in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = PROJECT_ROOT / ".data"
+
+CMC_LIVE_URL = "https://pro-api.coinmarketcap.com"
+CRYPTOCOMPARE_DATA_API_LIVE_URL = "https://data-api.cryptocompare.com"
+CRYPTOCOMPARE_MIN_API_LIVE_URL = "https://min-api.cryptocompare.com"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Storage
+    database_url: str = Field(
+        default=f"sqlite:///{DATA_DIR / 'warehouse.db'}",
+        description="SQLAlchemy URL of the warehouse (postgresql+psycopg://… in production).",
+    )
+
+    # Upstreams
+    cmc_api_key: SecretStr | None = None
+    cryptocompare_api_key: SecretStr | None = None
+    cmc_base_url: str = CMC_LIVE_URL
+    cryptocompare_data_api_url: str = CRYPTOCOMPARE_DATA_API_LIVE_URL
+    cryptocompare_min_api_url: str = CRYPTOCOMPARE_MIN_API_LIVE_URL
+    upstream_timeout_seconds: float = Field(default=10.0, gt=0)
+    upstream_max_attempts: int = Field(default=4, ge=1)
+    upstream_backoff_seconds: float = Field(default=0.5, ge=0)
+    upstream_concurrency: int = Field(default=4, ge=1, le=32)
+    cmc_page_size: int = Field(default=5000, ge=1, le=5000)
+    cryptocompare_page_size: int = Field(default=100, ge=10, le=100)
+
+    # Pipeline
+    toplist_depth: int = Field(default=200, ge=1, description="How many ranked assets a snapshot keeps.")
+    price_depth: int = Field(default=1000, ge=1, description="How many CMC listings a live minute fetches.")
+    history_start: datetime = Field(
+        default=datetime(2026, 11, 1, tzinfo=UTC),
+        description="First minute partition (fixed; identical in every process).",
+    )
+
+    # API
+    api_port: int = 6667
+
+    # Logging
+    log_level: str = "INFO"
+    log_file: Path | None = None
+    log_console: bool = True
+
+    @field_validator("history_start")
+    @classmethod
+    def _minute_aligned_utc(cls, value: datetime) -> datetime:
+        value = value.replace(tzinfo=value.tzinfo or UTC).astimezone(UTC)
+        return value.replace(second=0, microsecond=0)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

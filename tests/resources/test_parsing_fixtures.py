@@ -1,0 +1,118 @@
+"""Every genuine captured payload (tests/fixtures/upstream, see SOURCES.md) through the parsers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from crypto_pipeline.resources.coinmarketcap import check_cmc
+from crypto_pipeline.resources.cryptocompare import check_min_api
+from crypto_pipeline.resources.errors import UpstreamAuthError, UpstreamBadRequest, UpstreamRateLimited
+from crypto_pipeline.resources.parsing import (
+    CC_HISTO_V1,
+    CC_HISTO_V2,
+    CC_TOP_LIST,
+    CC_TOPTIERVOL,
+    CC_TOTALVOLFULL,
+    CMC_LISTINGS_LATEST,
+    lookup,
+    parse_records,
+)
+from tests.conftest import FIXTURES
+
+
+def load(name: str):
+    return json.loads((FIXTURES / name).read_text())
+
+
+def by_id(records, attr="cmc_id"):
+    return {getattr(r, attr): r for r in records}
+
+
+def test_cmc_listings_2022_default_sort():
+    parsed = parse_records(load("cmc_listings_latest_nameissainath_2022-12-16.json"), CMC_LISTINGS_LATEST)
+    assert parsed.rejected == 0 and len(parsed.records) == 30
+    btc = by_id(parsed.records)[1]
+    assert (btc.symbol, btc.name) == ("BTC", "Bitcoin")
+    assert btc.price_usd == pytest.approx(16815.26797238245)
+    assert btc.volume_24h_usd == pytest.approx(22984031596.08991)
+    assert by_id(parsed.records)[825].volume_24h_usd == pytest.approx(28942714228.149967)
+    assert by_id(parsed.records)[11419].symbol == "TON"
+
+
+def test_cmc_listings_2020_sorted_by_volume_without_newer_fields():
+    body = load("cmc_listings_latest_sort-volume24h_glartir_2020-06-30.json")
+    parsed = parse_records(body, CMC_LISTINGS_LATEST)
+    assert parsed.rejected == 0 and len(parsed.records) == 10
+    assert [r.cmc_id for r in parsed.records[:3]] == [825, 1, 1027]  # list order, not cmc_rank
+    btc = by_id(parsed.records)[1]
+    assert btc.price_usd == pytest.approx(9188.66264947)
+    assert btc.last_updated == datetime(2020, 6, 30, 9, 40, 26, tzinfo=UTC)
+    assert lookup(body, "status.total_count") is None
+
+
+def test_cmc_listings_reject_missing_id_and_non_positive_price():
+    body = load("cmc_listings_latest_nameissainath_2022-12-16.json")
+    body["data"][0]["id"] = None
+    body["data"][1]["quote"]["USD"]["price"] = 0
+    body["data"][2]["quote"]["USD"]["price"] = "-1"
+    body["data"][3]["quote"]["USD"]["price"] = "1.5"  # a string number is fine
+    parsed = parse_records(body, CMC_LISTINGS_LATEST)
+    assert parsed.rejected == 3 and len(parsed.records) == 27
+    assert by_id(parsed.records)[body["data"][3]["id"]].price_usd == 1.5
+    assert any("cmc_id" in reason for reason in parsed.reasons)
+
+
+def test_cmc_missing_key_error_is_typed():
+    body = load("cmc_error_1002-missing-key_coinmarketcapr-issue24_2020-03-23.json")
+    with pytest.raises(UpstreamAuthError, match="API key missing.*1002.*CMC_API_KEY"):
+        check_cmc(httpx.Response(401), body)
+
+
+def test_cryptocompare_documented_top_list_example():
+    parsed = parse_records(load("cryptocompare_asset_toplist_DOCUMENTED-EXAMPLE_not-genuine.json"), CC_TOP_LIST, 1)
+    (btc,) = parsed.records
+    assert (btc.rank, btc.cc_id, btc.symbol, btc.cmc_id) == (1, 1, "BTC", 1)
+    assert btc.price_usd == pytest.approx(102564.643975363)
+    assert btc.volume_24h_usd == pytest.approx(26913933943.9413)
+
+
+def test_cryptocompare_totalvolfull_2020():
+    parsed = parse_records(load("cryptocompare_totalvolfull_cryptofreek_2020-01-18.json"), CC_TOTALVOLFULL, 1)
+    assert parsed.rejected == 0 and len(parsed.records) == 10
+    btc = parsed.records[0]
+    assert (btc.rank, btc.cc_id, btc.symbol, btc.cmc_id) == (1, 1182, "BTC", None)  # min-api has no CMC id
+    assert btc.price_usd == pytest.approx(8885.99)
+    assert btc.volume_24h_usd == pytest.approx(2359078302.8859205)
+    assert [r.symbol for r in parsed.records[:3]] == ["BTC", "BCH", "ETH"]
+
+
+def test_cryptocompare_nonfull_toplist_trims_names():
+    parsed = parse_records(load("cryptocompare_toplist-nonfull-toptiervol_vanloc_2024-05-14.json"), CC_TOPTIERVOL, 1)
+    assert parsed.rejected == 0 and len(parsed.records) == 30
+    assert (parsed.records[0].cc_id, parsed.records[0].symbol) == (1182, "BTC")
+    assert parsed.records[28].name == "Ordinals"  # "Ordinals " upstream
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "count", "first_time", "volume"),
+    [
+        ("cryptocompare_histohour-v1_explorecoindesk_2026-01-02.json", CC_HISTO_V1, 11, 1767373200, 1111619159.02),
+        ("cryptocompare_histohour-v2_cryptofreek_2020-01-18.json", CC_HISTO_V2, 25, 1579251600, 307462804.24),
+    ],
+)
+def test_cryptocompare_histohour(name, spec, count, first_time, volume):
+    parsed = parse_records(load(name), spec)
+    assert parsed.rejected == 0 and len(parsed.records) == count
+    assert parsed.records[0].time == first_time
+    assert sum(bar.volumeto for bar in parsed.records) == pytest.approx(volume)
+
+
+def test_cryptocompare_errors_with_http_200_are_detected():
+    with pytest.raises(UpstreamBadRequest, match="tsym is a required param.*tsym"):
+        check_min_api(httpx.Response(200), load("cryptocompare_error_missing-param_explorecoindesk_2026-01-02.json"))
+    with pytest.raises(UpstreamRateLimited, match="over your rate limit"):
+        check_min_api(httpx.Response(200), load("cryptocompare_error_ratelimit_telliot-pr388_2021-01-26.json"))
