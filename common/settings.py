@@ -45,7 +45,11 @@ class Settings(BaseSettings):
 
     # Pipeline
     toplist_depth: int = Field(default=200, ge=1, description="How many ranked assets a snapshot keeps.")
+    ranking_depth: int = Field(default=250, ge=1, description="How many ranked assets are fetched (some go unpriced).")
     price_depth: int = Field(default=1000, ge=1, description="How many CMC listings a live minute fetches.")
+    live_window_minutes: int = Field(default=3, ge=1, description="Younger minutes use the latest endpoints.")
+    match_rate_threshold: float = Field(default=0.9, ge=0, le=1)
+    row_count_threshold: float = Field(default=0.9, ge=0, le=1)
     history_start: datetime = Field(
         default=datetime(2026, 11, 1, tzinfo=UTC),
         description="First minute partition (fixed; identical in every process).",

@@ -6,6 +6,7 @@ unreachable; under CI=true they fail instead, so CI never passes by skipping.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -77,3 +78,63 @@ def emulator(emulator_process: EmulatorProcess) -> Iterator[EmulatorProcess]:
     yield emulator_process
     emulator_process.set_faults({})
     emulator_process.set_plan("standard")
+
+
+def postgres_server_url() -> str | None:
+    """TEST_POSTGRES_URL if that server answers; under CI=true an unreachable server is an error."""
+    url = os.environ.get("TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but TEST_POSTGRES_URL is not set")
+        return None
+    from sqlalchemy import create_engine, text
+
+    try:
+        with create_engine(url, connect_args={"connect_timeout": 3}).connect() as conn:
+            conn.execute(text("select 1"))
+    except Exception as error:  # noqa: BLE001 - any failure means "unreachable" here
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but Postgres at TEST_POSTGRES_URL is unreachable: {error}")
+        return None
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the test server for this session, dropped afterwards."""
+    server = postgres_server_url()
+    if server is None:
+        pytest.skip("TEST_POSTGRES_URL not set or unreachable (CI=true makes this a failure)")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"toplist_test_{os.getpid()}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path) -> Iterator[str]:
+    """A migrated, empty warehouse on each backend."""
+    from warehouse.schema import metadata
+    from warehouse.store import Warehouse
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    store = Warehouse(url)
+    store.upgrade()
+    yield url
+    with store.engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+    store.engine.dispose()

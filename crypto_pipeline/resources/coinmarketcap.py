@@ -29,6 +29,7 @@ from crypto_pipeline.resources.parsing import (
 )
 
 UPSTREAM = "CoinMarketCap"
+KEY_SETTING = "CMC_API_KEY"
 AUTH_CODES = {1001, 1002, 1005, 1007}
 PLAN_CODES = {1003, 1004, 1006}
 RATE_LIMIT_CODES = {1008, 1009, 1010, 1011}
@@ -43,7 +44,7 @@ def check_cmc(response: httpx.Response, body: Any) -> None:
         return
     if code in AUTH_CODES:
         raise UpstreamAuthError(
-            UPSTREAM, f"{message} (error {code}); check CMC_API_KEY", status=response.status_code, code=code
+            UPSTREAM, f"{message} (error {code}); check {KEY_SETTING}", status=response.status_code, code=code
         )
     if code in PLAN_CODES:
         raise UpstreamPlanError(
@@ -56,7 +57,7 @@ def check_cmc(response: httpx.Response, body: Any) -> None:
         raise UpstreamRateLimited(
             UPSTREAM, f"{message} (error {code})", retry_after=retry_after_seconds(response), status=429, code=code
         )
-    raise_for_http_status(UPSTREAM, response, f"{message} (error {code})")
+    raise_for_http_status(UPSTREAM, response, f"{message} (error {code})", KEY_SETTING)
     raise UpstreamBadRequest(UPSTREAM, f"{message} (error {code})", status=response.status_code, code=code)
 
 

@@ -22,6 +22,7 @@ from crypto_pipeline.resources.http import UpstreamHttp, raise_for_http_status
 from crypto_pipeline.resources.parsing import CC_HISTO_V2, CC_TOP_LIST, HistoryBar, RankingRecord, lookup, parse_records
 
 UPSTREAM = "CryptoCompare"
+KEY_SETTING = "CRYPTOCOMPARE_API_KEY"
 VOLUME_SORT = "SPOT_MOVING_24_HOUR_QUOTE_VOLUME_USD"
 HISTO_MAX_LIMIT = 2000
 
@@ -32,7 +33,7 @@ def check_data_api(response: httpx.Response, body: Any) -> None:
     if not err and response.status_code < 400:
         return
     message = (err or {}).get("message") or f"HTTP {response.status_code}"
-    raise_for_http_status(UPSTREAM, response, message)
+    raise_for_http_status(UPSTREAM, response, message, KEY_SETTING)
     raise UpstreamError(UPSTREAM, message, status=response.status_code)
 
 
@@ -43,10 +44,10 @@ def check_min_api(response: httpx.Response, body: Any) -> None:
         if kind == 99:
             raise UpstreamRateLimited(UPSTREAM, message, code=kind)
         if kind == 1:
-            raise UpstreamAuthError(UPSTREAM, f"{message}; check CRYPTOCOMPARE_API_KEY", code=kind)
+            raise UpstreamAuthError(UPSTREAM, f"{message}; check {KEY_SETTING}", code=kind)
         param = body.get("ParamWithError")
         raise UpstreamBadRequest(UPSTREAM, message + (f" (parameter {param})" if param else ""), code=kind)
-    raise_for_http_status(UPSTREAM, response, f"HTTP {response.status_code}")
+    raise_for_http_status(UPSTREAM, response, f"HTTP {response.status_code}", KEY_SETTING)
 
 
 @dataclass
@@ -54,6 +55,12 @@ class RankingFetch:
     records: list[RankingRecord]
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
+    emulated: bool = False
+
+
+@dataclass
+class HistoryFetch:
+    bars: list[HistoryBar]
     emulated: bool = False
 
 
@@ -115,7 +122,7 @@ class CryptoCompareResource(dg.ConfigurableResource):
         fetch.records = [r for r in fetch.records if r.rank <= depth]
         return fetch
 
-    def history(self, symbol: str, to_ts: int, limit: int, *, hourly: bool = False) -> list[HistoryBar]:
+    def history(self, symbol: str, to_ts: int, limit: int, *, hourly: bool = False) -> HistoryFetch:
         """`limit + 1` USD bars of `symbol` ending with the bucket that holds `to_ts` (unix s).
 
         Minute bars are kept 7 days upstream; older minutes need `hourly=True`.
@@ -137,4 +144,4 @@ class CryptoCompareResource(dg.ConfigurableResource):
             raise UpstreamSchemaError(
                 UPSTREAM, f"{path} for {symbol}: {parsed.rejected} bad bars ({parsed.reasons[0]})"
             )
-        return parsed.records
+        return HistoryFetch(bars=parsed.records, emulated=reply.emulated)

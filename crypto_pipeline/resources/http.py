@@ -138,7 +138,7 @@ class UpstreamHttp:
             return iter(list(pool.map(fn, items)))
 
 
-def raise_for_http_status(upstream: str, response: httpx.Response, message: str) -> None:
+def raise_for_http_status(upstream: str, response: httpx.Response, message: str, key_setting: str) -> None:
     """The status-code half of error detection, shared by the upstreams that use HTTP codes."""
     status = response.status_code
     if status == 429:
@@ -146,7 +146,7 @@ def raise_for_http_status(upstream: str, response: httpx.Response, message: str)
     if status >= 500:
         raise UpstreamUnavailable(upstream, message, status=status)
     if status == 401:
-        raise UpstreamAuthError(upstream, message, status=status)
+        raise UpstreamAuthError(upstream, f"{message}; check {key_setting}", status=status)
     if status in (402, 403):
         raise UpstreamPlanError(upstream, message, status=status)
     if status >= 400:

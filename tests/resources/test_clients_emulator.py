@@ -59,10 +59,10 @@ def test_cc_top_list_ranks_by_volume_with_cmc_ids_where_known(emulator):
 def test_cc_history_sums_to_the_24h_volume(emulator):
     asset = MARKET.assets[5]
     minute = int(time.time() // 60) - 30
-    bars = cc(emulator.url).history(asset.cc_symbol, minute * 60, 1439)
+    bars = cc(emulator.url).history(asset.cc_symbol, minute * 60, 1439).bars
     assert len(bars) == 1440 and bars[-1].time == minute * 60
     assert sum(b.volumeto for b in bars) == pytest.approx(asset.volume_24h(minute), rel=1e-9)
-    hours = cc(emulator.url).history(asset.cc_symbol, minute * 60, 23, hourly=True)
+    hours = cc(emulator.url).history(asset.cc_symbol, minute * 60, 23, hourly=True).bars
     assert len(hours) == 24 and hours[-1].time == minute // 60 * 3600
 
 
@@ -70,7 +70,7 @@ def test_cc_history_older_than_seven_days_needs_hourly(emulator):
     old = int(time.time()) - 8 * 86400
     with pytest.raises(UpstreamBadRequest, match="7 days"):
         cc(emulator.url).history(MARKET.assets[0].cc_symbol, old, 10)
-    assert len(cc(emulator.url).history(MARKET.assets[0].cc_symbol, old, 10, hourly=True)) == 11
+    assert len(cc(emulator.url).history(MARKET.assets[0].cc_symbol, old, 10, hourly=True).bars) == 11
 
 
 def test_cmc_quotes_historical_batches_ids(emulator):

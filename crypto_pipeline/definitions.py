@@ -1,0 +1,63 @@
+"""The code location: assets, checks, the schedule and resources in one place.
+
+Secrets are wired with EnvVar so their values never enter run config or the UI; the rest
+comes from the settings module (environment variables, see README).
+"""
+
+import os
+
+import dagster as dg
+
+from common.logs import configure_logging
+from common.settings import get_settings
+from crypto_pipeline.assets.top_assets import top_assets
+from crypto_pipeline.assets.upstream import fetch_prices_and_rankings
+from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
+from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
+from crypto_pipeline.resources.toplist import ToplistConfig
+from crypto_pipeline.resources.warehouse import WarehouseResource
+from crypto_pipeline.schedules import every_minute, minute_snapshot_job
+
+settings = get_settings()
+configure_logging(settings)
+
+retries = dict(
+    timeout_seconds=settings.upstream_timeout_seconds,
+    max_attempts=settings.upstream_max_attempts,
+    backoff_seconds=settings.upstream_backoff_seconds,
+    concurrency=settings.upstream_concurrency,
+)
+
+defs = dg.Definitions(
+    assets=[fetch_prices_and_rankings, top_assets],
+    jobs=[minute_snapshot_job],
+    schedules=[every_minute],
+    resources={
+        "cmc": CoinMarketCapResource(
+            api_key=dg.EnvVar("CMC_API_KEY"),
+            base_url=settings.cmc_base_url,
+            page_size=settings.cmc_page_size,
+            **retries,
+        ),
+        "cryptocompare": CryptoCompareResource(
+            api_key=dg.EnvVar("CRYPTOCOMPARE_API_KEY"),
+            data_api_url=settings.cryptocompare_data_api_url,
+            min_api_url=settings.cryptocompare_min_api_url,
+            page_size=settings.cryptocompare_page_size,
+            **retries,
+        ),
+        # EnvVar keeps a password in the URL out of run config; unset, the SQLite default applies.
+        "warehouse": WarehouseResource(
+            database_url=dg.EnvVar("DATABASE_URL") if "DATABASE_URL" in os.environ else settings.database_url
+        ),
+        "toplist": ToplistConfig(
+            depth=settings.toplist_depth,
+            ranking_depth=settings.ranking_depth,
+            price_depth=settings.price_depth,
+            live_window_minutes=settings.live_window_minutes,
+            match_rate_threshold=settings.match_rate_threshold,
+            row_count_threshold=settings.row_count_threshold,
+        ),
+    },
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,76 @@
+"""Window arithmetic for past minutes, kept free of I/O so it is easy to reason about and test.
+
+A past minute's 24h volume is the sum of the CryptoCompare bars that end with it; its price
+is the newest CoinMarketCap quote at or before it (historical quotes come every 5 minutes).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from crypto_pipeline.resources.parsing import HistoryBar, PriceRecord
+
+MINUTES_PER_DAY = 1440
+CC_MINUTE_HISTORY = timedelta(days=7) - timedelta(hours=1)  # keep clear of the 7-day edge
+MAX_BARS_PER_CALL = 2000
+
+
+def minutes_in(start: datetime, end: datetime) -> list[datetime]:
+    """Every minute start in [start, end)."""
+    count = int((end - start).total_seconds() // 60)
+    return [start + timedelta(minutes=i) for i in range(count)]
+
+
+def unix_minute(moment: datetime) -> int:
+    return int(moment.timestamp() // 60)
+
+
+def uses_minute_bars(start: datetime, now: datetime) -> bool:
+    """Minute bars are kept 7 days upstream; older windows fall back to hourly bars."""
+    return now - start + timedelta(days=1) < CC_MINUTE_HISTORY
+
+
+def bar_requests(start: datetime, end: datetime, minute_bars: bool) -> list[tuple[int, int]]:
+    """(to_ts, limit) calls that cover 24h before `start` through the last minute before `end`."""
+    step = 60 if minute_bars else 3600
+    last = int((end - timedelta(minutes=1)).timestamp()) // step * step
+    first = (int(start.timestamp()) - (MINUTES_PER_DAY - 1) * 60) // step * step
+    requests = []
+    to_ts = last
+    while to_ts >= first:
+        limit = min(MAX_BARS_PER_CALL, (to_ts - first) // step)
+        requests.append((to_ts, max(limit, 1)))
+        to_ts -= (limit + 1) * step
+    return requests
+
+
+def rolling_24h_volume(
+    bars: Sequence[HistoryBar], minutes: Sequence[datetime], minute_bars: bool
+) -> dict[datetime, float]:
+    """24h USD volume ending with each minute: 1440 minute bars, or 24 hour bars as an approximation."""
+    ordered = sorted({bar.time: bar for bar in bars}.values(), key=lambda b: b.time)
+    times = [bar.time for bar in ordered]
+    prefix = [0.0]
+    for bar in ordered:
+        prefix.append(prefix[-1] + bar.volumeto)
+    step, span = (60, MINUTES_PER_DAY) if minute_bars else (3600, 24)
+    volumes = {}
+    for minute in minutes:
+        last = int(minute.timestamp()) // step * step
+        hi = bisect_right(times, last)
+        lo = bisect_right(times, last - span * step)
+        volumes[minute] = prefix[hi] - prefix[lo]
+    return volumes
+
+
+def price_at(quotes: Sequence[tuple[datetime, PriceRecord]], minute: datetime) -> PriceRecord | None:
+    """The newest quote at or before `minute` (quotes sorted by time)."""
+    stamps = [stamp for stamp, _ in quotes]
+    index = bisect_right(stamps, minute)
+    return quotes[index - 1][1] if index else None
+
+
+def utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)

@@ -1,0 +1,17 @@
+"""How deep each list goes and what the checks accept: configuration shown in the Dagster UI."""
+
+import dagster as dg
+from pydantic import Field
+
+
+class ToplistConfig(dg.ConfigurableResource):
+    depth: int = Field(default=200, ge=1, description="Rows kept per snapshot in top_assets.")
+    ranking_depth: int = Field(
+        default=250, ge=1, description="Ranked assets fetched (more than depth: some go unpriced)."
+    )
+    price_depth: int = Field(default=1000, ge=1, description="CMC listings fetched per live minute.")
+    live_window_minutes: int = Field(
+        default=3, ge=1, description="A minute younger than this uses the latest endpoints."
+    )
+    match_rate_threshold: float = Field(default=0.9, ge=0, le=1, description="Top-100 match rate below this warns.")
+    row_count_threshold: float = Field(default=0.9, ge=0, le=1, description="A snapshot needs depth x this many rows.")

@@ -1,0 +1,147 @@
+"""Real partitions materialized through Dagster against the emulator, into SQLite and Postgres."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+from sqlalchemy import select
+
+from crypto_pipeline.assets.top_assets import top_assets
+from crypto_pipeline.assets.upstream import fetch_prices_and_rankings
+from crypto_pipeline.partitions import MINUTE_FORMAT
+from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
+from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
+from crypto_pipeline.resources.toplist import ToplistConfig
+from crypto_pipeline.resources.warehouse import WarehouseResource
+from emulator.market import Market
+from warehouse.schema import fetches, prices, rankings, snapshots
+from warehouse.schema import top_assets as top_assets_table
+from warehouse.store import Warehouse
+
+MARKET = Market(3000)
+ASSETS = [fetch_prices_and_rankings, top_assets]
+
+
+def resources(emulator_url: str, database_url: str, **overrides) -> dict:
+    client = dict(timeout_seconds=2.0, backoff_seconds=0.01, max_attempts=2)
+    return {
+        "cmc": CoinMarketCapResource(api_key="test-key", base_url=emulator_url, **client),
+        "cryptocompare": CryptoCompareResource(
+            api_key=overrides.pop("cc_key", "test-key"), data_api_url=emulator_url, min_api_url=emulator_url, **client
+        ),
+        "warehouse": WarehouseResource(database_url=database_url),
+        "toplist": ToplistConfig(depth=200, ranking_depth=250, price_depth=1000, **overrides),
+    }
+
+
+def this_minute() -> datetime:
+    return datetime.now(UTC).replace(second=0, microsecond=0)
+
+
+def materialize(emulator_url, database_url, partition: datetime, **kw) -> dg.ExecuteInProcessResult:
+    raise_on_error = kw.pop("raise_on_error", True)
+    return dg.materialize(
+        ASSETS,
+        partition_key=partition.strftime(MINUTE_FORMAT),
+        resources=resources(emulator_url, database_url, **kw),
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=raise_on_error,
+    )
+
+
+def rows(store: Warehouse, table, minute: datetime) -> list[dict]:
+    with store.engine.connect() as conn:
+        query = select(table).where(table.c.minute == minute).order_by(*table.primary_key.columns)
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def test_live_minute_joins_on_cmc_id(emulator, database_url):
+    minute = this_minute()
+    result = materialize(emulator.url, database_url, minute)
+    assert result.success
+    store = Warehouse(database_url)
+    snapshot = store.latest_snapshot()
+    served = rows(store, top_assets_table, snapshot.minute)
+    ranked = rows(store, rankings, snapshot.minute)
+    assert snapshot.source == "emulated" and snapshot.row_count == len(served) == 200
+    assert [r["rank"] for r in served] == list(range(1, 201))
+
+    # The emulator answered for the minute it was asked in; prices say which.
+    (price_minute,) = {r["last_updated"] for r in rows(store, prices, snapshot.minute)}
+    served_minute = int(price_minute.timestamp() // 60)
+    priced_in_order = [r for r in ranked if r["cmc_id"] is not None][:200]
+    assert [r["cmc_id"] for r in served] == [r["cmc_id"] for r in priced_in_order]
+    for row in served:
+        asset = MARKET.by_cmc_id[row["cmc_id"]]
+        assert row["price_usd"] == asset.price(served_minute)
+    # Some served assets share their CMC symbol with another asset: each still has its own price.
+    duplicates = [
+        r for r in served if MARKET.by_cmc_id[r["cmc_id"]].cmc_symbol != MARKET.by_cmc_id[r["cmc_id"]].cc_symbol
+    ]
+    assert duplicates
+    for row in store.snapshot_rows(snapshot.minute, 200):
+        assert row["symbol"] == MARKET.by_cmc_id[row["cmc_id"]].cmc_symbol
+
+
+def test_unmatched_assets_are_counted_and_reported(emulator, database_url):
+    result = materialize(emulator.url, database_url, this_minute())
+    store = Warehouse(database_url)
+    snapshot = store.latest_snapshot()
+    ranked = rows(store, rankings, snapshot.minute)
+    without_id = [r for r in ranked if r["cmc_id"] is None]
+    assert without_id and snapshot.unmatched == len(without_id)
+    assert snapshot.matched + snapshot.unmatched == len(ranked) == 250
+    metadata = result.asset_materializations_for_node("top_assets")[0].metadata
+    assert metadata["unmatched"].value == len(without_id)
+    assert metadata["unmatched_symbols"].value == [r["symbol"] for r in without_id][:20]
+    assert metadata["source"].value == "emulated"
+    cmc_metadata = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("prices")]
+    assert cmc_metadata[0].materialization.metadata["cmc_credits"].value == 5  # 1000 listings, 1 credit per 200
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == dict.fromkeys(checks, True) and len(checks) == 5
+
+
+def test_past_minute_rerun_is_identical_and_matches_emulator_history(emulator, database_url):
+    materialize(emulator.url, database_url, this_minute())  # a stored ranking to draw candidates from
+    past = this_minute() - timedelta(hours=3)
+    store = Warehouse(database_url)
+    materialize(emulator.url, database_url, past)
+    first = rows(store, top_assets_table, past)
+    materialize(emulator.url, database_url, past)
+    assert rows(store, top_assets_table, past) == first and len(first) == 200
+    five_minutes_back = int(past.timestamp() // 60) // 5 * 5  # CMC historical quotes come every 5 minutes
+    for row in first:
+        asset = MARKET.by_cmc_id[row["cmc_id"]]
+        assert row["volume_24h_usd"] == pytest.approx(
+            asset.volume_24h(int(past.timestamp() // 60)), abs=1440 * 0.005
+        )  # bars in cents
+        assert row["price_usd"] == asset.price(five_minutes_back)
+    volumes = [r["volume_24h_usd"] for r in first]
+    assert volumes == sorted(volumes, reverse=True)
+    with store.engine.connect() as conn:
+        modes = set(conn.execute(select(fetches.c.mode).where(fetches.c.minute == past)).scalars())
+    assert modes == {"historical"}
+
+
+def test_failing_source_leaves_the_other_recorded(emulator, database_url):
+    minute = this_minute()
+    result = materialize(emulator.url, database_url, minute, cc_key="", raise_on_error=False)
+    assert not result.success
+    store = Warehouse(database_url)
+    assert len(rows(store, prices, minute)) == 1000
+    assert rows(store, rankings, minute) == [] and rows(store, snapshots, minute) == []
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert materialized == {dg.AssetKey("prices")}
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "CRYPTOCOMPARE_API_KEY" in failure.event_specific_data.error.message
+
+
+def test_transient_failure_is_retried_by_the_retry_policy(emulator, database_url):
+    # Three pages x two client attempts fail the first step attempt; the step's RetryPolicy runs it again.
+    emulator.set_faults({"cc_top_list": {"kind": "unavailable", "times": 6}})
+    result = materialize(emulator.url, database_url, this_minute())
+    assert result.success
+    assert any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+    assert Warehouse(database_url).latest_snapshot().row_count == 200

@@ -1,0 +1,389 @@
+"""Reads and writes of the warehouse, shared by the pipeline and the API (no Dagster here).
+
+Writing a range of minutes replaces it in one transaction, so a re-run gives identical rows
+and readers never see half a minute. The merge into `top_assets` is one SQL statement: the
+rows never pass through Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, and_, create_engine, delete, event, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+
+from warehouse.schema import assets, backfill_requests, fetches, prices, rankings, snapshots, top_assets
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Provenance of one dataset for one minute."""
+
+    minute: datetime
+    dataset: str  # prices | rankings
+    provider: str
+    emulated: bool
+    mode: str  # latest | historical
+    records: int
+    rejected: int
+    fetched_at: datetime
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    minute: datetime
+    row_count: int
+    matched: int
+    unmatched: int
+    source: str
+    price_source: str
+    fetched_at: datetime
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class BackfillRequest:
+    minute: datetime
+    status: str
+    requested_at: datetime
+    updated_at: datetime
+    run_id: str | None
+    error: str | None
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine with sane pooling; SQLite gets WAL and a busy timeout so readers and the writer coexist."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _dialect_insert(engine: Engine, table):
+    """An INSERT that knows ON CONFLICT (both dialects spell it the same way)."""
+    if engine.dialect.name == "postgresql":
+        return postgresql_insert(table)
+    return sqlite_insert(table)
+
+
+def _upsert(engine: Engine, table, rows: list[dict], keys: list[str], changed: list[str]):
+    """INSERT … ON CONFLICT DO UPDATE, rewriting a row only when a `changed` column differs."""
+    statement = _dialect_insert(engine, table).values(rows)
+    return statement.on_conflict_do_update(
+        index_elements=keys,
+        set_={c: statement.excluded[c] for c in [*changed, "updated_at"]},
+        where=or_(*(table.c[c] != statement.excluded[c] for c in changed)),
+    )
+
+
+class Warehouse:
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+        self.url = url
+        self.engine = make_engine(url, **engine_kwargs)
+
+    # --- schema ---------------------------------------------------------------------------
+    def upgrade(self) -> None:
+        """Apply the Alembic migrations up to head (idempotent)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    # --- writes ---------------------------------------------------------------------------
+    def replace_prices(self, start: datetime, end: datetime, rows: Sequence[dict], fetch_rows: Sequence[Fetch]) -> None:
+        """Replace prices of minutes in [start, end). Rows carry symbol and name for the asset dimension."""
+        fact_columns = [c.name for c in prices.columns]
+        latest_names = {row["cmc_id"]: row for row in rows}  # later minutes win
+        now = utcnow()
+        with self.engine.begin() as conn:
+            self._replace(conn, prices, start, end, [{c: r.get(c) for c in fact_columns} for r in rows])
+            self._replace_fetches(conn, "prices", start, end, fetch_rows)
+            dimension = [
+                {"cmc_id": cmc_id, "symbol": r["symbol"], "name": r["name"], "updated_at": now}
+                for cmc_id, r in sorted(latest_names.items())
+            ]
+            for chunk in _chunks(dimension, 500):
+                conn.execute(_upsert(self.engine, assets, chunk, ["cmc_id"], ["symbol", "name"]))
+
+    def replace_rankings(
+        self, start: datetime, end: datetime, rows: Sequence[dict], fetch_rows: Sequence[Fetch]
+    ) -> None:
+        """Replace rankings of minutes in [start, end)."""
+        with self.engine.begin() as conn:
+            self._replace(conn, rankings, start, end, rows)
+            self._replace_fetches(conn, "rankings", start, end, fetch_rows)
+
+    @staticmethod
+    def _replace(conn, table, start: datetime, end: datetime, rows: Sequence[dict]) -> None:
+        conn.execute(delete(table).where(table.c.minute >= start, table.c.minute < end))
+        for chunk in _chunks(list(rows), 5000):
+            conn.execute(insert(table), chunk)
+
+    def _replace_fetches(self, conn, dataset: str, start: datetime, end: datetime, rows: Sequence[Fetch]) -> None:
+        conn.execute(
+            delete(fetches).where(fetches.c.dataset == dataset, fetches.c.minute >= start, fetches.c.minute < end)
+        )
+        if rows:
+            conn.execute(insert(fetches), [vars(f) for f in rows])
+
+    def merge_top_assets(self, start: datetime, end: datetime, depth: int) -> list[Snapshot]:
+        """Join rankings and prices on CMC id for minutes in [start, end) that have both.
+
+        Ranks follow the ranking order among the assets that could be priced, renumbered
+        1..n (n ≤ depth); an asset ranked twice keeps its best rank. Each merged minute gets
+        a `snapshots` row counting what matched and what did not.
+        """
+        in_range = and_(rankings.c.minute >= start, rankings.c.minute < end)
+        priced = (
+            select(
+                rankings.c.minute,
+                rankings.c.rank,
+                rankings.c.cmc_id,
+                prices.c.price_usd,
+                rankings.c.volume_24h_usd,
+                func.row_number()
+                .over(partition_by=[rankings.c.minute, rankings.c.cmc_id], order_by=rankings.c.rank)
+                .label("nth_of_asset"),
+            )
+            .join(prices, and_(prices.c.minute == rankings.c.minute, prices.c.cmc_id == rankings.c.cmc_id))
+            .where(in_range)
+            .subquery()
+        )
+        renumbered = (
+            select(
+                priced.c.minute,
+                func.row_number().over(partition_by=priced.c.minute, order_by=priced.c.rank).label("rank"),
+                priced.c.cmc_id,
+                priced.c.price_usd,
+                priced.c.volume_24h_usd,
+            )
+            .where(priced.c.nth_of_asset == 1)
+            .subquery()
+        )
+        merge = insert(top_assets).from_select(
+            ["minute", "rank", "cmc_id", "price_usd", "volume_24h_usd"],
+            select(renumbered).where(renumbered.c.rank <= depth),
+        )
+        match_counts = (
+            select(
+                rankings.c.minute,
+                func.count(prices.c.cmc_id).label("matched"),
+                (func.count() - func.count(prices.c.cmc_id)).label("unmatched"),
+            )
+            .select_from(rankings)
+            .outerjoin(prices, and_(prices.c.minute == rankings.c.minute, prices.c.cmc_id == rankings.c.cmc_id))
+            .where(in_range)
+            .group_by(rankings.c.minute)
+        )
+        row_counts = (
+            select(top_assets.c.minute, func.count().label("row_count"))
+            .where(top_assets.c.minute >= start, top_assets.c.minute < end)
+            .group_by(top_assets.c.minute)
+        )
+        created_at = utcnow()
+        with self.engine.begin() as conn:
+            for table in (top_assets, snapshots):
+                conn.execute(delete(table).where(table.c.minute >= start, table.c.minute < end))
+            conn.execute(merge)
+            provenance = self._provenance(conn, start, end)
+            counts = {row.minute: row for row in conn.execute(match_counts)}
+            sizes = dict(conn.execute(row_counts).tuples().all())
+            merged = [
+                Snapshot(
+                    minute=minute,
+                    row_count=sizes.get(minute, 0),
+                    matched=counts[minute].matched,
+                    unmatched=counts[minute].unmatched,
+                    created_at=created_at,
+                    **provenance[minute],
+                )
+                for minute in sorted(counts)
+                if minute in provenance
+            ]
+            if merged:
+                conn.execute(insert(snapshots), [vars(s) for s in merged])
+        return merged
+
+    @staticmethod
+    def _provenance(conn, start: datetime, end: datetime) -> dict[datetime, dict]:
+        """Per minute with both datasets fetched: live or emulated, price provider, fetch time."""
+        by_minute: dict[datetime, dict[str, Any]] = {}
+        for f in conn.execute(select(fetches).where(fetches.c.minute >= start, fetches.c.minute < end)):
+            by_minute.setdefault(f.minute, {})[f.dataset] = f
+        return {
+            minute: {
+                "source": "emulated" if any(f.emulated for f in pair.values()) else "live",
+                "price_source": pair["prices"].provider,
+                "fetched_at": max(f.fetched_at for f in pair.values()),
+            }
+            for minute, pair in by_minute.items()
+            if {"prices", "rankings"} <= pair.keys()
+        }
+
+    def snapshot_quality(self, start: datetime, end: datetime, top: int = 100) -> dict[datetime, dict]:
+        """Per merged minute: what the asset checks judge (rank span, duplicates, prices, match rate)."""
+        served = (
+            select(
+                top_assets.c.minute,
+                func.count().label("rows"),
+                func.min(top_assets.c.rank).label("min_rank"),
+                func.max(top_assets.c.rank).label("max_rank"),
+                func.count(top_assets.c.cmc_id.distinct()).label("distinct_cmc_ids"),
+                func.min(top_assets.c.price_usd).label("min_price"),
+            )
+            .where(top_assets.c.minute >= start, top_assets.c.minute < end)
+            .group_by(top_assets.c.minute)
+        )
+        head = (
+            select(
+                rankings.c.minute,
+                func.count().label("top_ranked"),
+                func.count(prices.c.cmc_id).label("top_matched"),
+            )
+            .select_from(rankings)
+            .outerjoin(prices, and_(prices.c.minute == rankings.c.minute, prices.c.cmc_id == rankings.c.cmc_id))
+            .where(rankings.c.minute >= start, rankings.c.minute < end, rankings.c.rank <= top)
+            .group_by(rankings.c.minute)
+        )
+        with self.engine.connect() as conn:
+            stats = {row.minute: dict(row._mapping) for row in conn.execute(served)}
+            for row in conn.execute(head):
+                if row.minute in stats:
+                    stats[row.minute].update(top_ranked=row.top_ranked, top_matched=row.top_matched)
+        return stats
+
+    # --- reads ----------------------------------------------------------------------------
+    def unmatched_symbols(self, minute: datetime, limit: int = 20) -> list[str]:
+        """Ranked symbols at `minute` that no price matched, best rank first."""
+        query = (
+            select(rankings.c.symbol)
+            .outerjoin(prices, and_(prices.c.minute == rankings.c.minute, prices.c.cmc_id == rankings.c.cmc_id))
+            .where(rankings.c.minute == minute, prices.c.cmc_id.is_(None))
+            .order_by(rankings.c.rank)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def snapshot_at_or_before(self, moment: datetime, tolerance: timedelta) -> Snapshot | None:
+        """The newest snapshot in (moment - tolerance, moment]: one index lookup."""
+        query = (
+            select(snapshots)
+            .where(snapshots.c.minute <= moment, snapshots.c.minute > moment - tolerance)
+            .order_by(snapshots.c.minute.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return Snapshot(**row._mapping) if row else None
+
+    def latest_snapshot(self) -> Snapshot | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(snapshots).order_by(snapshots.c.minute.desc()).limit(1)).first()
+        return Snapshot(**row._mapping) if row else None
+
+    def snapshot_rows(self, minute: datetime, limit: int) -> list[dict]:
+        """The served rows of one snapshot, by rank."""
+        query = (
+            select(
+                top_assets.c.rank,
+                assets.c.symbol,
+                assets.c.name,
+                top_assets.c.cmc_id,
+                top_assets.c.price_usd,
+                top_assets.c.volume_24h_usd,
+            )
+            .join(assets, assets.c.cmc_id == top_assets.c.cmc_id)
+            .where(top_assets.c.minute == minute)
+            .order_by(top_assets.c.rank)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def ranked_near(self, minute: datetime, limit: int) -> list[dict]:
+        """The stored ranking nearest to `minute`, best rank first (candidates for a past minute)."""
+        before = select(func.max(rankings.c.minute)).where(rankings.c.minute <= minute).scalar_subquery()
+        after = select(func.min(rankings.c.minute)).where(rankings.c.minute > minute).scalar_subquery()
+        with self.engine.connect() as conn:
+            earlier, later = conn.execute(select(before, after)).one()
+            if earlier is None and later is None:
+                return []
+            nearest = min((m for m in (earlier, later) if m is not None), key=lambda m: abs(m - minute))
+            query = select(rankings).where(rankings.c.minute == nearest).order_by(rankings.c.rank).limit(limit)
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    # --- backfill requests ----------------------------------------------------------------
+    def request_backfill(self, minute: datetime) -> tuple[BackfillRequest, bool]:
+        """Record a request for `minute` unless one exists; returns (request, created)."""
+        now = utcnow()
+        row = {"minute": minute, "status": "requested", "requested_at": now, "updated_at": now}
+        statement = _dialect_insert(self.engine, backfill_requests).values(row).on_conflict_do_nothing()
+        with self.engine.begin() as conn:
+            created = conn.execute(statement).rowcount == 1
+        request = self.backfill_request(minute)
+        assert request is not None
+        return request, created
+
+    def backfill_request(self, minute: datetime) -> BackfillRequest | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(backfill_requests).where(backfill_requests.c.minute == minute)).first()
+        return BackfillRequest(**row._mapping) if row else None
+
+    def backfill_requests_with_status(self, status: str, limit: int) -> list[BackfillRequest]:
+        query = (
+            select(backfill_requests)
+            .where(backfill_requests.c.status == status)
+            .order_by(backfill_requests.c.minute)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [BackfillRequest(**row._mapping) for row in conn.execute(query)]
+
+    def count_backfill_requests(self, statuses: Iterable[str]) -> int:
+        query = select(func.count()).where(backfill_requests.c.status.in_(list(statuses)))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def set_backfill_status(
+        self, minutes: Sequence[datetime], status: str, run_id: str | None = None, error: str | None = None
+    ) -> None:
+        values = {"status": status, "updated_at": utcnow(), "error": error}
+        if run_id is not None:
+            values["run_id"] = run_id
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(backfill_requests).where(backfill_requests.c.minute.in_(list(minutes))).values(**values)
+            )
+
+
+def _chunks(rows: list, size: int) -> Iterable[list]:
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
