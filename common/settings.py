@@ -57,6 +57,18 @@ class Settings(BaseSettings):
 
     # API
     api_port: int = 6667
+    api_default_limit: int = Field(default=100, ge=1)
+    api_tolerance_minutes: int = Field(default=2, ge=0, description="How far back a missing minute may be served from.")
+    api_ready_max_age_seconds: int = Field(
+        default=180, ge=1, description="/readyz fails when the newest snapshot is older."
+    )
+    api_db_timeout_seconds: float = Field(default=2.0, gt=0, description="Database answer deadline before a 503.")
+    api_retry_after_seconds: int = Field(default=15, ge=1, description="Retry-After on 202 and 503 answers.")
+    api_cache_entries: int = Field(default=2048, ge=0, description="Rendered bodies kept per process.")
+    api_benchmark_body_bytes: int = Field(default=0, ge=0, description="Above 0, serve /_bench/static (benchmarks).")
+    backfill_max_pending: int = Field(
+        default=1000, ge=1, description="Open backfill requests before the API answers 429."
+    )
 
     # Logging
     log_level: str = "INFO"

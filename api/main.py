@@ -1,0 +1,106 @@
+"""The HTTP API: `uvicorn api.main:app --port 6667`.
+
+It reads the warehouse and nothing else (no Dagster import: it starts in well under a second
+and deploys alone). One engine with a connection pool per process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.middleware.gzip import GZipMiddleware
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from api import problems
+from api.problems import ProblemError, problem_responses
+from api.toplist import ToplistService, get_service, router
+from common.logs import configure_logging
+from common.settings import Settings, get_settings
+from warehouse.store import Warehouse
+
+
+def engine_options(settings: Settings) -> dict:
+    """Pool and deadlines: a dead database must fail fast, never hang a request."""
+    if settings.database_url.startswith("sqlite"):
+        return {}
+    timeout = settings.api_db_timeout_seconds
+    return {
+        "pool_size": 10,
+        "max_overflow": 10,
+        "pool_timeout": timeout,
+        "connect_args": {
+            "connect_timeout": max(1, int(timeout)),
+            "options": f"-c statement_timeout={int(timeout * 1000)}",
+        },
+    }
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+    registry = CollectorRegistry()
+    requests = Counter("api_requests", "HTTP requests", ["path", "status"], registry=registry)
+    latency = Histogram("api_request_seconds", "Request latency", ["path"], registry=registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = Warehouse(settings.database_url, **engine_options(settings))
+        app.state.toplist = ToplistService(settings, store)
+        yield
+        store.engine.dispose()
+
+    app = FastAPI(
+        title="Crypto top-list API",
+        version="1.0.0",
+        summary="The top N crypto assets by 24h volume, with USD price, at any minute.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.include_router(router)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = route.path if route is not None else "unmatched"
+        requests.labels(path, str(response.status_code)).inc()
+        latency.labels(path).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/healthz", summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz", summary="The database answers and the newest snapshot is fresh", responses=problem_responses(503)
+    )
+    async def readyz(service: ToplistService = Depends(get_service)) -> dict[str, str]:
+        latest = await service.db(service.store.latest_snapshot)
+        age = None if latest is None else (datetime.now(UTC) - latest.minute).total_seconds()
+        if age is None or age > settings.api_ready_max_age_seconds:
+            detail = "no snapshot stored yet" if latest is None else f"newest snapshot is {int(age)} s old"
+            raise ProblemError(503, "Not ready", detail, {"Retry-After": str(settings.api_retry_after_seconds)})
+        return {"status": "ready", "latest_snapshot": latest.minute.isoformat().replace("+00:00", "Z")}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    if settings.api_benchmark_body_bytes:
+        # The benchmark's baseline: the same app and stack, no work but sending a body of equal size.
+        body = b'{"data":"' + b"x" * max(0, settings.api_benchmark_body_bytes - 11) + b'"}'
+
+        @app.get("/_bench/static", include_in_schema=False)
+        async def bench_static() -> Response:
+            return Response(body, media_type="application/json")
+
+    return app
+
+
+app = create_app()

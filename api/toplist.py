@@ -1,0 +1,259 @@
+"""`GET /` (a snapshot as JSON or CSV) and `GET /backfills/{minute}` (a request's status).
+
+Snapshots are immutable, so rendered bodies are cached per (snapshot, limit, format) and
+only a new snapshot produces new work. Database calls run in the threadpool under a
+deadline: a slow or absent database gives a 503, never a hung request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Annotated
+
+from cachetools import LRUCache, TTLCache
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+
+from api.problems import ProblemError, problem_responses
+from common.settings import Settings
+from warehouse.store import BackfillRequest, Snapshot, Warehouse
+
+CSV_HEADER = ("Rank", "Symbol", "Price USD")
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+class ToplistRow(BaseModel):
+    rank: int
+    symbol: str
+    name: str
+    cmc_id: int
+    price_usd: float
+    volume_24h_usd: float | None
+
+
+class Toplist(BaseModel):
+    snapshot_time: datetime = Field(description="The minute this snapshot holds (UTC).")
+    requested_time: datetime = Field(description="The minute that was asked for (UTC).")
+    count: int
+    source: str = Field(description="`live` upstream data, or `emulated` (the local emulator).")
+    price_source: str
+    data: list[ToplistRow]
+
+
+class BackfillStatus(BaseModel):
+    minute: datetime
+    status: str = Field(description="requested | launched | succeeded | failed")
+    requested_at: datetime
+    updated_at: datetime
+    run_id: str | None = None
+    error: str | None = None
+    snapshot_url: str | None = Field(default=None, description="Where the snapshot is served once it succeeded.")
+
+
+def parse_moment(value: str) -> datetime:
+    """ISO 8601 (offset or Z; naive means UTC) or unix seconds, as an aware UTC datetime."""
+    text = value.strip()
+    try:
+        try:
+            moment = datetime.fromtimestamp(float(text), UTC)
+        except ValueError:
+            moment = datetime.fromisoformat(text.replace("z", "Z"))
+    except (ValueError, OverflowError, OSError):
+        raise ProblemError(
+            422, "Invalid parameter", f"datetime: {value[:64]!r} is neither ISO 8601 nor unix seconds"
+        ) from None
+    return moment.replace(tzinfo=moment.tzinfo or UTC).astimezone(UTC)
+
+
+def minute_of(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def minute_url(minute: datetime) -> str:
+    return minute.strftime("%Y-%m-%dT%H:%MZ")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    body: bytes
+    media_type: str
+    etag: str
+
+
+def render(snapshot: Snapshot, requested: datetime, rows: list[dict], fmt: str) -> Rendered:
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180
+        writer.writerow(CSV_HEADER)
+        writer.writerows((r["rank"], r["symbol"], repr(r["price_usd"])) for r in rows)
+        body, media_type = buffer.getvalue().encode(), "text/csv; charset=utf-8"
+    else:
+        document = {
+            "snapshot_time": snapshot.minute.isoformat().replace("+00:00", "Z"),
+            "requested_time": requested.isoformat().replace("+00:00", "Z"),
+            "count": len(rows),
+            "source": snapshot.source,
+            "price_source": snapshot.price_source,
+            "data": rows,
+        }
+        body, media_type = json.dumps(document, separators=(",", ":")).encode(), "application/json"
+    return Rendered(body, media_type, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"')
+
+
+class ToplistService:
+    """What a request needs, kept for the life of the process: the warehouse and the caches."""
+
+    def __init__(self, settings: Settings, store: Warehouse) -> None:
+        self.settings, self.store = settings, store
+        self.tolerance = timedelta(minutes=settings.api_tolerance_minutes) + timedelta(minutes=1)
+        self.bodies: LRUCache = LRUCache(maxsize=max(1, settings.api_cache_entries))
+        self.resolved: TTLCache = TTLCache(maxsize=4096, ttl=1.0)  # a new snapshot may land any second
+
+    async def db(self, fn, *args):
+        """Run a warehouse call in the threadpool under the configured deadline."""
+        try:
+            return await asyncio.wait_for(run_in_threadpool(fn, *args), self.settings.api_db_timeout_seconds)
+        except (TimeoutError, SQLAlchemyError, OSError) as error:
+            raise ProblemError(
+                503,
+                "Database unavailable",
+                f"The warehouse did not answer in time ({type(error).__name__}); try again shortly.",
+                {"Retry-After": str(self.settings.api_retry_after_seconds)},
+            ) from None
+
+    async def snapshot_for(self, minute: datetime) -> Snapshot | None:
+        if minute not in self.resolved:
+            self.resolved[minute] = await self.db(self.store.snapshot_at_or_before, minute, self.tolerance)
+        return self.resolved[minute]
+
+    async def body(self, snapshot: Snapshot, requested: datetime, limit: int, fmt: str) -> Rendered:
+        key = (snapshot.minute, snapshot.created_at, requested if fmt == "json" else None, limit, fmt)
+        if key not in self.bodies:
+            rows = await self.db(self.store.snapshot_rows, snapshot.minute, limit)
+            self.bodies[key] = render(snapshot, requested, rows, fmt)
+        return self.bodies[key]
+
+
+def get_service(request: Request) -> ToplistService:
+    return request.app.state.toplist
+
+
+router = APIRouter()
+
+
+def choose_format(fmt: str | None, accept: str | None) -> str:
+    if fmt is None:
+        return "csv" if accept and "text/csv" in accept.lower() else "json"
+    if fmt.lower() not in ("json", "csv"):
+        raise ProblemError(422, "Invalid parameter", f"format: {fmt[:32]!r} is not one of json, csv")
+    return fmt.lower()
+
+
+@router.get(
+    "/",
+    summary="Top assets by 24h volume, with USD price, at a minute",
+    response_model=None,
+    responses={
+        200: {
+            "model": Toplist,
+            "description": "The snapshot, as JSON or as CSV (`Rank,Symbol,Price USD`).",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        },
+        202: {"model": BackfillStatus, "description": "Not stored yet: a backfill was requested (see Location)."},
+        304: {"description": "Not modified (If-None-Match matched the ETag)."},
+        **problem_responses(422, 429, 503),
+    },
+)
+async def get_toplist(
+    limit: Annotated[
+        int | None, Query(ge=1, description="Rows to return; default 100, capped at the stored depth.")
+    ] = None,
+    datetime_: Annotated[
+        str | None,
+        Query(alias="datetime", max_length=64, description="ISO 8601 (naive means UTC) or unix seconds; default now."),
+    ] = None,
+    format_: Annotated[str | None, Query(alias="format", max_length=16, description="json or csv (any case).")] = None,
+    accept: Annotated[str | None, Header()] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+    service: ToplistService = Depends(get_service),
+) -> Response:
+    settings = service.settings
+    fmt = choose_format(format_, accept)
+    limit = min(limit or settings.api_default_limit, settings.toplist_depth)
+    now = datetime.now(UTC)
+    requested = now if datetime_ is None else parse_moment(datetime_)
+    if requested > now + timedelta(seconds=1):
+        raise ProblemError(422, "Invalid parameter", f"datetime: {minute_url(requested)} is in the future")
+    if requested < settings.history_start:
+        raise ProblemError(
+            422, "Invalid parameter", f"datetime: history starts at {minute_url(settings.history_start)}"
+        )
+    minute = minute_of(requested)
+    snapshot = await service.snapshot_for(minute)
+    if snapshot is None:
+        return await missing_snapshot(service, minute, is_now=datetime_ is None)
+    rendered = await service.body(snapshot, minute, limit, fmt)
+    if snapshot.minute == minute and datetime_ is not None:
+        cache_control = IMMUTABLE
+    else:  # "now", or a nearby stand-in for a missing minute: fresh until the next minute
+        cache_control = f"public, max-age={max(1, 60 - now.second)}"
+    headers = {
+        "ETag": rendered.etag,
+        "Cache-Control": cache_control,
+        "X-Snapshot-Time": snapshot.minute.isoformat().replace("+00:00", "Z"),
+        "Last-Modified": format_datetime(snapshot.created_at, usegmt=True),
+        "Vary": "Accept, Accept-Encoding",
+    }
+    if if_none_match and rendered.etag in {tag.strip() for tag in if_none_match.split(",")}:
+        return Response(status_code=304, headers=headers)
+    return Response(rendered.body, media_type=rendered.media_type, headers=headers)
+
+
+async def missing_snapshot(service: ToplistService, minute: datetime, is_now: bool) -> Response:
+    settings = service.settings
+    retry = {"Retry-After": str(settings.api_retry_after_seconds)}
+    if is_now:
+        raise ProblemError(
+            503, "No recent snapshot", "No snapshot in the last minutes: is the pipeline running?", retry
+        )
+    existing = await service.db(service.store.backfill_request, minute)
+    if existing is None:
+        pending = await service.db(service.store.count_backfill_requests, ("requested", "launched"))
+        if pending >= settings.backfill_max_pending:
+            raise ProblemError(
+                429, "Too many backfill requests", f"{pending} backfills are pending; try again later.", retry
+            )
+        existing, _ = await service.db(service.store.request_backfill, minute)
+    body = status_of(existing).model_dump_json().encode()
+    headers = {**retry, "Location": f"/backfills/{minute_url(minute)}", "Cache-Control": "no-store"}
+    return Response(body, status_code=202, media_type="application/json", headers=headers)
+
+
+def status_of(request: BackfillRequest) -> BackfillStatus:
+    snapshot_url = f"/?datetime={minute_url(request.minute)}" if request.status == "succeeded" else None
+    return BackfillStatus(**vars(request), snapshot_url=snapshot_url)
+
+
+@router.get(
+    "/backfills/{minute}",
+    summary="Status of the backfill requested for a minute",
+    response_model=BackfillStatus,
+    responses=problem_responses(404, 422, 503),
+)
+async def get_backfill(
+    minute: Annotated[str, Path(max_length=64, description="The minute, e.g. 2026-11-27T12:05Z.")],
+    service: ToplistService = Depends(get_service),
+) -> BackfillStatus:
+    request = await service.db(service.store.backfill_request, minute_of(parse_moment(minute)))
+    if request is None:
+        raise ProblemError(404, "Not found", f"No backfill was requested for {minute[:64]}.")
+    return status_of(request)

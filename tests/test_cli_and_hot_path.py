@@ -1,0 +1,110 @@
+"""The code location as an operator uses it: the dagster CLI, and a year-long partition set."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from tests.conftest import ROOT
+from warehouse.store import Warehouse
+
+
+def stack_env(emulator_url: str, database_url: str, dagster_home, **extra) -> dict:
+    env = dict(os.environ)
+    env.update(
+        CMC_API_KEY="test-key",
+        CRYPTOCOMPARE_API_KEY="test-key",
+        CMC_BASE_URL=emulator_url,
+        CRYPTOCOMPARE_DATA_API_URL=emulator_url,
+        CRYPTOCOMPARE_MIN_API_URL=emulator_url,
+        DATABASE_URL=database_url,
+        DAGSTER_HOME=str(dagster_home),
+        **extra,
+    )
+    return env
+
+
+def minute_key(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d-%H:%M")
+
+
+def test_cli_materializes_a_minute_and_a_range_in_one_run(emulator, tmp_path):
+    database_url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    store = Warehouse(database_url)
+    store.upgrade()
+    home = tmp_path / "dagster"
+    home.mkdir()
+    env = stack_env(emulator.url, database_url, home)
+    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "crypto_pipeline.definitions",
+               "--select", "prices,rankings,top_assets"]  # fmt: skip
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    subprocess.run([*command, "--partition", minute_key(now)], env=env, cwd=ROOT, check=True, timeout=300)
+    assert store.latest_snapshot().minute == now
+
+    first = now - timedelta(hours=2)
+    last = first + timedelta(minutes=4)
+    subprocess.run(
+        [*command, "--partition-range", f"{minute_key(first)}...{minute_key(last)}"],
+        env=env, cwd=ROOT, check=True, timeout=300,
+    )  # fmt: skip
+    for offset in range(5):
+        snapshot = store.snapshot_at_or_before(first + timedelta(minutes=offset), timedelta(minutes=1))
+        assert snapshot is not None and snapshot.minute == first + timedelta(minutes=offset)
+        assert snapshot.row_count == 200
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_runs_count() == 2  # one for the minute, one for the whole range
+
+
+HOT_PATH_PROBE = textwrap.dedent(
+    """
+    import time
+    from datetime import datetime, timezone
+
+    import dagster as dg
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a hot path enumerated every partition")
+
+    dg.TimeWindowPartitionsDefinition.get_partition_keys = refuse
+
+    from crypto_pipeline.definitions import defs
+    from crypto_pipeline.schedules import every_minute
+    from crypto_pipeline.partitions import minute_partitions
+
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    started = time.monotonic()
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=now, repository_def=defs.get_repository_def()
+        )
+        (request,) = every_minute.evaluate_tick(context).run_requests
+        tick_seconds = time.monotonic() - started
+        started = time.monotonic()
+        job = defs.resolve_job_def("minute_snapshot")
+        result = job.execute_in_process(instance=instance, partition_key=request.partition_key)
+        run_seconds = time.monotonic() - started
+    assert result.success
+    print(minute_partitions.get_num_partitions(), round(tick_seconds, 2), round(run_seconds, 2))
+    """
+)
+
+
+def test_a_year_of_partitions_never_gets_enumerated_on_the_hot_path(emulator, tmp_path):
+    """Listing a year of minutes takes ~40 s here; the schedule tick and the run must not do it."""
+    database_url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    Warehouse(database_url).upgrade()
+    year_ago = (datetime.now(UTC) - timedelta(days=366)).strftime("%Y-%m-%dT%H:%M:00Z")
+    env = stack_env(emulator.url, database_url, tmp_path, HISTORY_START=year_ago)
+    probe = subprocess.run(
+        [sys.executable, "-c", HOT_PATH_PROBE], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    partitions, tick_seconds, run_seconds = probe.stdout.split()[-3:]
+    assert int(partitions) > 525_600
+    # Generous bounds: enumerating the partitions alone would take ~40 s.
+    assert float(tick_seconds) < 5 and float(run_seconds) < 20
