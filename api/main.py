@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.middleware.gzip import GZipMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from api import problems
 from api.problems import ProblemError, problem_responses
-from api.toplist import ToplistService, get_service, router
+from api.toplist import Service, ToplistService, router
 from common.logs import configure_logging
 from common.settings import Settings, get_settings
 from warehouse.store import Warehouse
@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get(
         "/readyz", summary="The database answers and the newest snapshot is fresh", responses=problem_responses(503)
     )
-    async def readyz(service: ToplistService = Depends(get_service)) -> dict[str, str]:
+    async def readyz(service: Service) -> dict[str, str]:
         latest = await service.db(service.store.latest_snapshot)
         age = None if latest is None else (datetime.now(UTC) - latest.minute).total_seconds()
         if age is None or age > settings.api_ready_max_age_seconds:

@@ -147,6 +147,9 @@ def get_service(request: Request) -> ToplistService:
     return request.app.state.toplist
 
 
+Service = Annotated[ToplistService, Depends(get_service)]
+
+
 router = APIRouter()
 
 
@@ -174,6 +177,7 @@ def choose_format(fmt: str | None, accept: str | None) -> str:
     },
 )
 async def get_toplist(
+    service: Service,
     limit: Annotated[
         int | None, Query(ge=1, description="Rows to return; default 100, capped at the stored depth.")
     ] = None,
@@ -184,7 +188,6 @@ async def get_toplist(
     format_: Annotated[str | None, Query(alias="format", max_length=16, description="json or csv (any case).")] = None,
     accept: Annotated[str | None, Header()] = None,
     if_none_match: Annotated[str | None, Header()] = None,
-    service: ToplistService = Depends(get_service),
 ) -> Response:
     settings = service.settings
     fmt = choose_format(format_, accept)
@@ -251,7 +254,7 @@ def status_of(request: BackfillRequest) -> BackfillStatus:
 )
 async def get_backfill(
     minute: Annotated[str, Path(max_length=64, description="The minute, e.g. 2026-11-27T12:05Z.")],
-    service: ToplistService = Depends(get_service),
+    service: Service,
 ) -> BackfillStatus:
     request = await service.db(service.store.backfill_request, minute_of(parse_moment(minute)))
     if request is None:
