@@ -55,4 +55,5 @@ def install(app: FastAPI) -> None:
 
 def problem_responses(*statuses: int) -> dict[int | str, dict]:
     """OpenAPI entries for the problem answers a route can give."""
-    return {status: {"model": Problem, "content": {PROBLEM_JSON: {}}} for status in statuses}
+    schema = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    return {status: {"model": Problem, "content": {PROBLEM_JSON: schema}} for status in statuses}

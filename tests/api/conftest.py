@@ -1,0 +1,99 @@
+"""A real uvicorn server on loopback per test, over a warehouse seeded through its own write path."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import uvicorn
+
+from api.main import create_app
+from common.settings import Settings
+from emulator.market import Market
+from tests.conftest import free_port
+from warehouse.store import Fetch, Warehouse
+
+MARKET = Market(3000)
+
+
+def seed_snapshot(store: Warehouse, minute: datetime, depth: int = 250) -> None:
+    """Store one minute as the pipeline would (rankings, prices, merge), from the emulated market."""
+    unix_minute = int(minute.timestamp() // 60)
+    ranked = MARKET.ranked_by_volume(unix_minute)[:depth]
+    ranking_rows = [
+        {"minute": minute, "rank": i, "cc_id": a.cc_id, "symbol": a.cc_symbol, "name": a.name,
+         "cmc_id": a.cmc_id if a.cc_knows_cmc_id else None, "volume_24h_usd": a.volume_24h(unix_minute)}
+        for i, a in enumerate(ranked, start=1)
+    ]  # fmt: skip
+    price_rows = [
+        {
+            "minute": minute,
+            "cmc_id": a.cmc_id,
+            "symbol": a.cmc_symbol,
+            "name": a.name,
+            "price_usd": a.price(unix_minute),
+        }
+        for a in ranked
+    ]
+    end = minute + timedelta(minutes=1)
+    fetched = datetime.now(UTC)
+    store.replace_rankings(
+        minute,
+        end,
+        ranking_rows,
+        [Fetch(minute, "rankings", "cryptocompare", True, "latest", len(ranking_rows), 0, fetched)],
+    )
+    store.replace_prices(
+        minute, end, price_rows, [Fetch(minute, "prices", "coinmarketcap", True, "latest", len(price_rows), 0, fetched)]
+    )
+    store.merge_top_assets(minute, end, 200)
+
+
+class ApiServer:
+    def __init__(self, settings: Settings) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ApiServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise TimeoutError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def get(self, path: str = "/", **kwargs) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=10, **kwargs)
+
+
+@pytest.fixture
+def api(database_url) -> Iterator[Callable[..., ApiServer]]:
+    """Start an API over `database_url` with settings overrides: `with api(**overrides) as server:`."""
+
+    def start(**overrides) -> ApiServer:
+        overrides.setdefault("database_url", database_url)
+        overrides.setdefault("history_start", datetime.now(UTC) - timedelta(days=30))
+        return ApiServer(Settings(**overrides))
+
+    yield start
+
+
+@pytest.fixture
+def store(database_url) -> Warehouse:
+    return Warehouse(database_url)
+
+
+def this_minute() -> datetime:
+    return datetime.now(UTC).replace(second=0, microsecond=0)

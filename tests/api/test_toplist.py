@@ -1,0 +1,170 @@
+"""GET /, /backfills, health and metrics over HTTP, on SQLite and on Postgres."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+
+import pytest
+
+from tests.api.conftest import MARKET, seed_snapshot, this_minute
+
+
+def iso(minute) -> str:
+    return minute.strftime("%Y-%m-%dT%H:%M:00Z")
+
+
+def test_json_envelope_and_headers(api, store):
+    minute = this_minute() - timedelta(minutes=10)
+    seed_snapshot(store, minute)
+    with api() as server:
+        response = server.get("/", params={"limit": 10, "datetime": iso(minute)})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["snapshot_time"] == iso(minute) and body["count"] == 10 and body["source"] == "emulated"
+    assert [row["rank"] for row in body["data"]] == list(range(1, 11))
+    first = body["data"][0]
+    asset = MARKET.by_cmc_id[first["cmc_id"]]
+    assert first["price_usd"] == asset.price(int(minute.timestamp() // 60)) and first["symbol"] == asset.cmc_symbol
+    assert set(first) == {"rank", "symbol", "name", "cmc_id", "price_usd", "volume_24h_usd"}
+    assert response.headers["x-snapshot-time"] == iso(minute)
+    assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert response.headers["etag"].startswith('"') and response.headers["last-modified"].endswith("GMT")
+
+
+def test_now_is_the_default_and_cacheable_until_the_next_minute(api, store):
+    seed_snapshot(store, this_minute())
+    with api() as server:
+        response = server.get("/")
+    assert response.status_code == 200 and response.json()["count"] == 100
+    max_age = int(response.headers["cache-control"].split("max-age=")[1])
+    assert 1 <= max_age <= 60
+
+
+def test_csv_by_parameter_any_case_and_by_accept_header(api, store):
+    minute = this_minute() - timedelta(minutes=5)
+    seed_snapshot(store, minute)
+    with api() as server:
+        by_param = server.get("/", params={"limit": 3, "datetime": iso(minute), "format": "CSV"})
+        by_accept = server.get("/", params={"limit": 3, "datetime": iso(minute)}, headers={"Accept": "text/csv"})
+        as_json = server.get("/", params={"limit": 3, "datetime": iso(minute)})
+    assert by_param.headers["content-type"].startswith("text/csv") and by_param.text == by_accept.text
+    assert by_param.text.startswith("Rank,Symbol,Price USD\r\n") and by_param.text.count("\r\n") == 4
+    rows = list(csv.reader(io.StringIO(by_param.text)))[1:]
+    expected = as_json.json()["data"]
+    assert [(int(r), s, float(p)) for r, s, p in rows] == [(e["rank"], e["symbol"], e["price_usd"]) for e in expected]
+
+
+def test_conditional_get_and_gzip(api, store):
+    minute = this_minute() - timedelta(minutes=5)
+    seed_snapshot(store, minute)
+    params = {"limit": 200, "datetime": iso(minute)}
+    with api() as server:
+        first = server.get("/", params=params)
+        again = server.get("/", params=params, headers={"If-None-Match": first.headers["etag"]})
+        zipped = server.get("/", params=params, headers={"Accept-Encoding": "gzip"})
+    assert again.status_code == 304 and again.content == b""
+    assert zipped.headers["content-encoding"] == "gzip" and zipped.json() == first.json()
+    assert first.json()["count"] == 200
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["{iso}", "{iso_offset}", "{naive}", "{unix}", "{unix_in_minute}"],
+)
+def test_datetime_forms_resolve_to_the_same_minute(api, store, form):
+    minute = this_minute() - timedelta(minutes=7)
+    seed_snapshot(store, minute)
+    value = form.format(
+        iso=iso(minute),
+        iso_offset=(minute + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:00+02:00"),
+        naive=minute.strftime("%Y-%m-%dT%H:%M:00"),
+        unix=int(minute.timestamp()),
+        unix_in_minute=int(minute.timestamp()) + 59,
+    )
+    with api() as server:
+        response = server.get("/", params={"datetime": value, "limit": 1})
+    assert response.status_code == 200 and response.json()["snapshot_time"] == iso(minute)
+
+
+def test_missing_minute_within_tolerance_serves_the_previous_snapshot(api, store):
+    minute = this_minute() - timedelta(minutes=20)
+    seed_snapshot(store, minute)
+    with api(api_tolerance_minutes=2) as server:
+        near = server.get("/", params={"datetime": iso(minute + timedelta(minutes=2)), "limit": 1})
+        far = server.get("/", params={"datetime": iso(minute + timedelta(minutes=3)), "limit": 1})
+    assert near.status_code == 200 and near.headers["x-snapshot-time"] == iso(minute)
+    assert "immutable" not in near.headers["cache-control"]
+    assert far.status_code == 202
+
+
+def test_missing_minute_requests_one_backfill_and_reports_its_status(api, store):
+    minute = this_minute() - timedelta(hours=3)
+    with api() as server:
+        first = server.get("/", params={"datetime": iso(minute)})
+        second = server.get("/", params={"datetime": iso(minute)})
+        status = server.get(first.headers["location"])
+        unknown = server.get("/backfills/" + iso(minute - timedelta(hours=1)))
+    assert first.status_code == second.status_code == 202
+    assert first.headers["location"] == "/backfills/" + minute.strftime("%Y-%m-%dT%H:%MZ")
+    assert int(first.headers["retry-after"]) > 0
+    assert status.status_code == 200 and status.json()["status"] == "requested"
+    assert store.count_backfill_requests(["requested"]) == 1
+    assert unknown.status_code == 404 and unknown.headers["content-type"] == "application/problem+json"
+
+
+def test_pending_backfills_are_bounded(api, store):
+    base = this_minute() - timedelta(hours=5)
+    with api(backfill_max_pending=2) as server:
+        answers = [server.get("/", params={"datetime": iso(base + timedelta(minutes=i))}) for i in range(4)]
+    assert [a.status_code for a in answers] == [202, 202, 429, 429]
+    assert answers[2].headers["content-type"] == "application/problem+json" and "pending" in answers[2].json()["detail"]
+    assert store.count_backfill_requests(["requested"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        ({"limit": "0"}, 422),
+        ({"limit": "-1"}, 422),
+        ({"limit": "abc"}, 422),
+        ({"limit": str(10**12)}, 200),  # capped at the stored depth
+        ({"datetime": "yesterday-ish"}, 422),
+        ({"datetime": "9999-12-31T00:00:00Z"}, 422),
+        ({"datetime": "1e30"}, 422),
+        ({"datetime": "2001-01-01T00:00:00Z"}, 422),  # before the history start
+        ({"format": "xml"}, 422),
+        ({"unknown": "ignored"}, 200),
+        ({"datetime": "9" * 5000}, 422),
+        ({"limit": "1" * 5000}, 422),
+    ],
+)
+def test_bad_input_is_a_problem_never_a_5xx(api, store, params, status):
+    seed_snapshot(store, this_minute())
+    with api() as server:
+        response = server.get("/", params=params)
+    assert response.status_code == status
+    if status == 422:
+        problem = response.json()
+        assert response.headers["content-type"] == "application/problem+json"
+        assert problem["status"] == 422 and problem["title"] and problem["detail"]
+    else:
+        assert response.json()["count"] == (200 if "limit" in params else 100)
+
+
+def test_health_readiness_and_metrics(api, store):
+    with api(api_ready_max_age_seconds=120) as server:
+        assert server.get("/healthz").json() == {"status": "ok"}
+        not_ready = server.get("/readyz")
+        seed_snapshot(store, this_minute() - timedelta(minutes=5))
+        stale = server.get("/readyz")
+        seed_snapshot(store, this_minute())
+        ready = server.get("/readyz")
+        metrics = server.get("/metrics").text
+        docs, redoc = server.get("/docs"), server.get("/redoc")
+    assert not_ready.status_code == 503 and "no snapshot" in not_ready.json()["detail"]
+    assert stale.status_code == 503 and "old" in stale.json()["detail"]
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert 'api_requests_total{path="/readyz",status="503"} 2.0' in metrics
+    assert docs.status_code == redoc.status_code == 200
