@@ -228,14 +228,10 @@ async def missing_snapshot(service: ToplistService, minute: datetime, is_now: bo
         raise ProblemError(
             503, "No recent snapshot", "No snapshot in the last minutes: is the pipeline running?", retry
         )
-    existing = await service.db(service.store.backfill_request, minute)
+    existing, _ = await service.db(service.store.request_backfill, minute, settings.backfill_max_pending)
     if existing is None:
-        pending = await service.db(service.store.count_backfill_requests, ("requested", "launched"))
-        if pending >= settings.backfill_max_pending:
-            raise ProblemError(
-                429, "Too many backfill requests", f"{pending} backfills are pending; try again later.", retry
-            )
-        existing, _ = await service.db(service.store.request_backfill, minute)
+        detail = f"{settings.backfill_max_pending} backfills are pending; try again later."
+        raise ProblemError(429, "Too many backfill requests", detail, retry)
     body = status_of(existing).model_dump_json().encode()
     headers = {**retry, "Location": f"/backfills/{minute_url(minute)}", "Cache-Control": "no-store"}
     return Response(body, status_code=202, media_type="application/json", headers=headers)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +23,7 @@ CRYPTOCOMPARE_MIN_API_LIVE_URL = "https://min-api.cryptocompare.com"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     # Storage
     database_url: str = Field(
@@ -33,6 +34,9 @@ class Settings(BaseSettings):
     # Upstreams
     cmc_api_key: SecretStr | None = None
     cryptocompare_api_key: SecretStr | None = None
+    emulator_url: str | None = Field(
+        default=None, description="Base URL of the emulator, used for both upstreams unless both API keys are set."
+    )
     cmc_base_url: str = CMC_LIVE_URL
     cryptocompare_data_api_url: str = CRYPTOCOMPARE_DATA_API_LIVE_URL
     cryptocompare_min_api_url: str = CRYPTOCOMPARE_MIN_API_LIVE_URL
@@ -48,6 +52,9 @@ class Settings(BaseSettings):
     ranking_depth: int = Field(default=250, ge=1, description="How many ranked assets are fetched (some go unpriced).")
     price_depth: int = Field(default=1000, ge=1, description="How many CMC listings a live minute fetches.")
     live_window_minutes: int = Field(default=3, ge=1, description="Younger minutes use the latest endpoints.")
+    historical_price_source: Literal["coinmarketcap", "cryptocompare"] = Field(
+        default="coinmarketcap", description="CMC quotes/historical needs a paid plan; CryptoCompare closes do not."
+    )
     match_rate_threshold: float = Field(default=0.9, ge=0, le=1)
     row_count_threshold: float = Field(default=0.9, ge=0, le=1)
     history_start: datetime = Field(
@@ -69,11 +76,24 @@ class Settings(BaseSettings):
     backfill_max_pending: int = Field(
         default=1000, ge=1, description="Open backfill requests before the API answers 429."
     )
+    backfill_max_minutes_per_run: int = Field(default=120, ge=1, description="Adjacent requested minutes per run.")
+    backfill_max_runs_per_tick: int = Field(default=10, ge=1, description="Backfill runs the sensor starts per tick.")
 
     # Logging
     log_level: str = "INFO"
     log_file: Path | None = None
     log_console: bool = True
+
+    @property
+    def uses_emulator(self) -> bool:
+        """The emulator is the default upstream when the two API keys are not both configured."""
+        return self.emulator_url is not None and not (self.cmc_api_key and self.cryptocompare_api_key)
+
+    @model_validator(mode="after")
+    def _point_upstreams_at_the_emulator(self) -> Settings:
+        if self.uses_emulator:
+            self.cmc_base_url = self.cryptocompare_data_api_url = self.cryptocompare_min_api_url = self.emulator_url
+        return self
 
     @field_validator("history_start")
     @classmethod

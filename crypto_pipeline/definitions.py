@@ -16,10 +16,22 @@ from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
-from crypto_pipeline.schedules import every_minute, minute_snapshot_job
+from crypto_pipeline.schedules import backfill_snapshots_job, every_minute, minute_snapshot_job
+from crypto_pipeline.sensors import (
+    BackfillSensorConfig,
+    backfill_failed_sensor,
+    backfill_requests_sensor,
+    backfill_succeeded_sensor,
+)
 
 settings = get_settings()
 configure_logging(settings)
+
+
+def api_key(variable: str) -> str | dg.EnvVar:
+    """The key from the environment (never in run config); the emulator needs none."""
+    return "emulator" if settings.uses_emulator else dg.EnvVar(variable)
+
 
 retries = dict(
     timeout_seconds=settings.upstream_timeout_seconds,
@@ -30,17 +42,18 @@ retries = dict(
 
 defs = dg.Definitions(
     assets=[fetch_prices_and_rankings, top_assets],
-    jobs=[minute_snapshot_job],
+    jobs=[minute_snapshot_job, backfill_snapshots_job],
     schedules=[every_minute],
+    sensors=[backfill_requests_sensor, backfill_succeeded_sensor, backfill_failed_sensor],
     resources={
         "cmc": CoinMarketCapResource(
-            api_key=dg.EnvVar("CMC_API_KEY"),
+            api_key=api_key("CMC_API_KEY"),
             base_url=settings.cmc_base_url,
             page_size=settings.cmc_page_size,
             **retries,
         ),
         "cryptocompare": CryptoCompareResource(
-            api_key=dg.EnvVar("CRYPTOCOMPARE_API_KEY"),
+            api_key=api_key("CRYPTOCOMPARE_API_KEY"),
             data_api_url=settings.cryptocompare_data_api_url,
             min_api_url=settings.cryptocompare_min_api_url,
             page_size=settings.cryptocompare_page_size,
@@ -57,6 +70,11 @@ defs = dg.Definitions(
             live_window_minutes=settings.live_window_minutes,
             match_rate_threshold=settings.match_rate_threshold,
             row_count_threshold=settings.row_count_threshold,
+            historical_price_source=settings.historical_price_source,
+        ),
+        "backfill_sensor": BackfillSensorConfig(
+            max_minutes_per_run=settings.backfill_max_minutes_per_run,
+            max_runs_per_tick=settings.backfill_max_runs_per_tick,
         ),
     },
     executor=dg.in_process_executor,

@@ -10,10 +10,18 @@ from crypto_pipeline.assets.top_assets import top_assets
 from crypto_pipeline.assets.upstream import fetch_prices_and_rankings
 from crypto_pipeline.partitions import MINUTE_FORMAT
 
+SNAPSHOT_ASSETS = dg.AssetSelection.assets(fetch_prices_and_rankings, top_assets)
+
 minute_snapshot_job = dg.define_asset_job(
     "minute_snapshot",
-    selection=dg.AssetSelection.assets(fetch_prices_and_rankings, top_assets),
+    selection=SNAPSHOT_ASSETS,
     description="Fetch both upstreams concurrently for one minute, then merge: one lean run per minute.",
+)
+
+backfill_snapshots_job = dg.define_asset_job(
+    "backfill_snapshots",
+    selection=SNAPSHOT_ASSETS,
+    description="Past minutes requested through the API, a range of adjacent minutes per run.",
 )
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from common.settings import get_settings
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data"
 LOCAL_INSTANCE = """\
@@ -36,14 +38,7 @@ def stack_environment(base: Mapping[str, str], emulator_port: int = 8765) -> tup
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     live = bool(env.get("CMC_API_KEY")) and bool(env.get("CRYPTOCOMPARE_API_KEY"))
     if not live:
-        emulator = f"http://127.0.0.1:{emulator_port}"
-        env.update(
-            CMC_BASE_URL=emulator,
-            CRYPTOCOMPARE_DATA_API_URL=emulator,
-            CRYPTOCOMPARE_MIN_API_URL=emulator,
-            CMC_API_KEY=env.get("CMC_API_KEY") or "emulator",
-            CRYPTOCOMPARE_API_KEY=env.get("CRYPTOCOMPARE_API_KEY") or "emulator",
-        )
+        env["EMULATOR_URL"] = f"http://127.0.0.1:{emulator_port}"
     return env, not live
 
 
@@ -113,12 +108,12 @@ def main() -> None:
         if with_emulator
         else "Upstreams: the LIVE CoinMarketCap and CryptoCompare APIs (both API keys are set)."
     )
-    stack = Stack(env, with_emulator)
+    stack = Stack(env, with_emulator, api_port=get_settings().api_port)
     try:
         stack.start()
         print(
-            "\nUp: Dagster UI http://127.0.0.1:3000 · API http://127.0.0.1:6667 "
-            "(try: curl 'localhost:6667/?limit=10') · Ctrl-C stops everything.\n"
+            f"\nUp: Dagster UI http://127.0.0.1:3000 · API http://127.0.0.1:{stack.api_port} "
+            f"(try: curl 'localhost:{stack.api_port}/?limit=10') · Ctrl-C stops everything.\n"
             "The first snapshot lands within about a minute of start.",
             flush=True,
         )

@@ -138,3 +138,38 @@ def database_url(request, tmp_path) -> Iterator[str]:
         for table in reversed(metadata.sorted_tables):
             conn.execute(table.delete())
     store.engine.dispose()
+
+
+def postgres_instance_env(database_url: str) -> dict[str, str]:
+    """The DAGSTER_POSTGRES_* variables dagster.yaml reads, for the database behind `database_url`."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    return {
+        "DAGSTER_POSTGRES_HOST": url.host or "127.0.0.1",
+        "DAGSTER_POSTGRES_PORT": str(url.port or 5432),
+        "DAGSTER_POSTGRES_USER": url.username or "postgres",
+        "DAGSTER_POSTGRES_PASSWORD": url.password or "",
+        "DAGSTER_POSTGRES_DB": url.database or "",
+    }
+
+
+@pytest.fixture
+def dagster_instance(database_url, tmp_path, monkeypatch):
+    """Dagster's instance on the warehouse's backend: in memory with SQLite, the production
+    dagster.yaml (dagster-postgres) with Postgres, so CI runs both stores on Postgres."""
+    import shutil
+
+    import dagster as dg
+
+    if not database_url.startswith("postgresql"):
+        with dg.DagsterInstance.ephemeral() as instance:
+            yield instance
+        return
+    for variable, value in postgres_instance_env(database_url).items():
+        monkeypatch.setenv(variable, value)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        yield instance

@@ -15,13 +15,10 @@ from warehouse.store import Warehouse
 
 
 def stack_env(emulator_url: str, database_url: str, dagster_home, **extra) -> dict:
-    env = dict(os.environ)
+    """The environment `make run` gives the stack: no API keys, so the emulator serves both upstreams."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CMC_API_KEY", "CRYPTOCOMPARE_API_KEY")}
     env.update(
-        CMC_API_KEY="test-key",
-        CRYPTOCOMPARE_API_KEY="test-key",
-        CMC_BASE_URL=emulator_url,
-        CRYPTOCOMPARE_DATA_API_URL=emulator_url,
-        CRYPTOCOMPARE_MIN_API_URL=emulator_url,
+        EMULATOR_URL=emulator_url,
         DATABASE_URL=database_url,
         DAGSTER_HOME=str(dagster_home),
         **extra,

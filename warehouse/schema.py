@@ -104,7 +104,7 @@ top_assets = Table(
 )
 
 snapshots = Table(
-    "snapshots",
+    "toplist_snapshots",  # not "snapshots": Dagster has a table of that name when both share a database
     metadata,
     Column("minute", UTCDateTime, primary_key=True),
     Column("row_count", Integer, nullable=False),

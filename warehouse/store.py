@@ -7,6 +7,7 @@ rows never pass through Python.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from sqlalchemy.engine import make_url
 from warehouse.schema import assets, backfill_requests, fetches, prices, rankings, snapshots, top_assets
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+BACKFILL_LOCK_KEY = 0x746F706C  # Postgres advisory lock serializing backfill requests
 
 
 def utcnow() -> datetime:
@@ -103,6 +105,7 @@ class Warehouse:
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
+        self._request_lock = threading.Lock()
 
     # --- schema ---------------------------------------------------------------------------
     def upgrade(self) -> None:
@@ -341,16 +344,27 @@ class Warehouse:
             return [dict(row._mapping) for row in conn.execute(query)]
 
     # --- backfill requests ----------------------------------------------------------------
-    def request_backfill(self, minute: datetime) -> tuple[BackfillRequest, bool]:
-        """Record a request for `minute` unless one exists; returns (request, created)."""
+    def request_backfill(self, minute: datetime, max_pending: int) -> tuple[BackfillRequest | None, bool]:
+        """The request for `minute`, recorded unless `max_pending` are already open.
+
+        Returns (request, created); (None, False) when the bound refused it. Check and insert
+        are serialized (an advisory lock on Postgres, a process lock besides), so a burst can
+        never overshoot the bound.
+        """
         now = utcnow()
-        row = {"minute": minute, "status": "requested", "requested_at": now, "updated_at": now}
-        statement = _dialect_insert(self.engine, backfill_requests).values(row).on_conflict_do_nothing()
-        with self.engine.begin() as conn:
-            created = conn.execute(statement).rowcount == 1
-        request = self.backfill_request(minute)
-        assert request is not None
-        return request, created
+        open_statuses = ("requested", "launched")
+        with self._request_lock, self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(BACKFILL_LOCK_KEY)))
+            row = conn.execute(select(backfill_requests).where(backfill_requests.c.minute == minute)).first()
+            if row is not None:
+                return BackfillRequest(**row._mapping), False
+            pending = conn.execute(select(func.count()).where(backfill_requests.c.status.in_(open_statuses))).scalar()
+            if pending >= max_pending:
+                return None, False
+            request = BackfillRequest(minute, "requested", now, now, None, None)
+            conn.execute(insert(backfill_requests).values(**vars(request)))
+        return request, True
 
     def backfill_request(self, minute: datetime) -> BackfillRequest | None:
         with self.engine.connect() as conn:
@@ -373,15 +387,15 @@ class Warehouse:
             return conn.execute(query).scalar_one()
 
     def set_backfill_status(
-        self, minutes: Sequence[datetime], status: str, run_id: str | None = None, error: str | None = None
+        self, first: datetime, last: datetime, status: str, run_id: str | None = None, error: str | None = None
     ) -> None:
+        """Set the status of the requests for minutes first..last (inclusive)."""
         values = {"status": status, "updated_at": utcnow(), "error": error}
         if run_id is not None:
             values["run_id"] = run_id
+        in_range = backfill_requests.c.minute.between(first, last)
         with self.engine.begin() as conn:
-            conn.execute(
-                update(backfill_requests).where(backfill_requests.c.minute.in_(list(minutes))).values(**values)
-            )
+            conn.execute(update(backfill_requests).where(in_range).values(**values))
 
 
 def _chunks(rows: list, size: int) -> Iterable[list]:

@@ -8,7 +8,9 @@ A partition younger than `live_window_minutes` is fetched from the latest endpoi
 one, or a range, from the historical endpoints, once per upstream series for the whole range.
 """
 
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -24,6 +26,7 @@ from crypto_pipeline.partitions import minute_partitions
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.errors import UpstreamBadRequest, UpstreamError, UpstreamTransientError
+from crypto_pipeline.resources.parsing import HistoryBar
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
 from warehouse.store import Fetch
@@ -47,11 +50,27 @@ class Window:
         return "latest" if self.live else "historical"
 
 
-def _fetch_rows(window: Window, dataset: str, provider: str, emulated: bool, counts: dict) -> list[Fetch]:
-    return [
-        Fetch(minute, dataset, provider, emulated, window.mode, counts.get(minute, 0), 0, window.now)
-        for minute in window.minutes
-    ]
+@dataclass
+class Batch:
+    """What one upstream said for a window, ready to write."""
+
+    rows: list[dict]
+    provider: str
+    emulated: bool
+    rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
+    credits: int | None = None
+
+
+@dataclass
+class CryptoCompareSeries:
+    """Each candidate's CryptoCompare bars covering the window and the 24h before it."""
+
+    bars: list[tuple[dict, list[HistoryBar]]]
+    minute_bars: bool
+    emulated: bool
+    rejected: int
+    reasons: list[str]
 
 
 def candidates(store, window: Window, cryptocompare: CryptoCompareResource, depth: int) -> list[dict]:
@@ -66,92 +85,109 @@ def candidates(store, window: Window, cryptocompare: CryptoCompareResource, dept
     return [r.model_dump() for r in cryptocompare.top_by_volume(depth).records]
 
 
-def record_prices(window: Window, cmc: CoinMarketCapResource, store, config: ToplistConfig, ranked: list[dict]) -> dict:
-    if window.live:
-        fetch = cmc.listings_latest(config.price_depth)
-        rows = [{**r.model_dump(), "minute": window.start} for r in fetch.records]
-    else:
-        ids = sorted({c["cmc_id"] for c in ranked if c["cmc_id"] is not None})
-        series, fetch = cmc.quotes_historical(
-            ids, window.start - timedelta(minutes=5), window.end - timedelta(minutes=1)
-        )
-        rows = []
+def live_prices(cmc: CoinMarketCapResource, window: Window, depth: int) -> Batch:
+    fetch = cmc.listings_latest(depth)
+    rows = [{**r.model_dump(), "minute": window.start} for r in fetch.records]
+    return Batch(rows, "coinmarketcap", fetch.emulated, fetch.rejected, fetch.reasons, fetch.credits)
+
+
+def past_prices_from_cmc(cmc: CoinMarketCapResource, window: Window, ranked: list[dict]) -> Batch:
+    """One quotes/historical series per asset for the whole window (5-minute quotes)."""
+    ids = sorted({c["cmc_id"] for c in ranked if c["cmc_id"] is not None})
+    series, fetch = cmc.quotes_historical(ids, window.start - timedelta(minutes=5), window.end - timedelta(minutes=1))
+    rows = [
+        {**quote.model_dump(), "minute": minute}
+        for minute in window.minutes
+        for quotes in series.values()
+        if (quote := price_at(quotes, minute)) is not None
+    ]
+    return Batch(rows, "coinmarketcap", fetch.emulated, fetch.rejected, fetch.reasons, fetch.credits)
+
+
+def past_prices_from_cryptocompare(series: CryptoCompareSeries, window: Window) -> Batch:
+    """Closing prices of the bars already fetched for the ranking (HISTORICAL_PRICE_SOURCE=cryptocompare)."""
+    rows = []
+    for candidate, bars in series.bars:
+        if candidate["cmc_id"] is None:
+            continue
+        quotes = [(datetime.fromtimestamp(bar.time, UTC), bar) for bar in bars if bar.close > 0]
         for minute in window.minutes:
-            for quotes in series.values():
-                quote = price_at(quotes, minute)
-                if quote is not None:
-                    rows.append({**quote.model_dump(), "minute": minute})
-    counts: dict[datetime, int] = {}
-    for row in rows:
-        counts[row["minute"]] = counts.get(row["minute"], 0) + 1
-    store.replace_prices(
-        window.start, window.end, rows, _fetch_rows(window, "prices", "coinmarketcap", fetch.emulated, counts)
-    )
-    return {
-        "rows": dg.MetadataValue.int(len(rows)),
-        "rejected": dg.MetadataValue.int(fetch.rejected),
-        "rejected_examples": dg.MetadataValue.json(fetch.reasons[:20]),
-        "cmc_credits": dg.MetadataValue.int(fetch.credits),
-        "source": "emulated" if fetch.emulated else "live",
+            if (bar := price_at(quotes, minute)) is not None:
+                rows.append({"minute": minute, "cmc_id": candidate["cmc_id"], "symbol": candidate["symbol"],
+                             "name": candidate["name"], "price_usd": bar.close})  # fmt: skip
+    return Batch(rows, "cryptocompare", series.emulated)
+
+
+def live_rankings(cryptocompare: CryptoCompareResource, window: Window, depth: int) -> Batch:
+    fetch = cryptocompare.top_by_volume(depth)
+    rows = [{**r.model_dump(exclude={"price_usd"}), "minute": window.start} for r in fetch.records]
+    return Batch(rows, "cryptocompare", fetch.emulated, fetch.rejected, fetch.reasons)
+
+
+def cryptocompare_series(
+    cryptocompare: CryptoCompareResource, window: Window, ranked: list[dict]
+) -> CryptoCompareSeries:
+    """Every candidate's bars for the whole window, fetched once, `concurrency` series at a time."""
+    minute_bars = uses_minute_bars(window.start, window.now)
+    calls = bar_requests(window.start, window.end, minute_bars)
+
+    def bars_of(candidate: dict):
+        try:
+            fetched = [cryptocompare.history(candidate["symbol"], to_ts, limit, hourly=not minute_bars)
+                       for to_ts, limit in calls]  # fmt: skip
+        except UpstreamBadRequest as error:  # e.g. CryptoCompare has no history for this symbol
+            return candidate, error
+        return candidate, fetched
+
+    series = CryptoCompareSeries([], minute_bars, False, 0, [])
+    with ThreadPoolExecutor(max_workers=cryptocompare.concurrency) as pool:
+        for candidate, result in pool.map(bars_of, ranked):
+            if isinstance(result, UpstreamError):
+                series.rejected += 1
+                series.reasons.append(f"{candidate['symbol']}: {result}")
+                continue
+            series.emulated |= any(h.emulated for h in result)
+            series.bars.append((candidate, [bar for h in result for bar in h.bars]))
+    return series
+
+
+def past_rankings(series: CryptoCompareSeries, window: Window, depth: int) -> Batch:
+    """Candidates ranked per minute by the 24h volume ending with that minute."""
+    volumes: dict[datetime, list[tuple[float, dict]]] = {m: [] for m in window.minutes}
+    for candidate, bars in series.bars:
+        for minute, volume in rolling_24h_volume(bars, window.minutes, series.minute_bars).items():
+            volumes[minute].append((volume, candidate))
+    rows = []
+    for minute, ranked_here in volumes.items():
+        ranked_here.sort(key=lambda pair: (-pair[0], pair[1]["cc_id"]))
+        for rank, (volume, c) in enumerate(ranked_here[:depth], start=1):
+            rows.append({"minute": minute, "rank": rank, "cc_id": c["cc_id"], "symbol": c["symbol"],
+                         "name": c["name"], "cmc_id": c["cmc_id"], "volume_24h_usd": round(volume, 2)})  # fmt: skip
+    return Batch(rows, "cryptocompare", series.emulated, series.rejected, series.reasons)
+
+
+def record(store, key: dg.AssetKey, window: Window, batch: Batch) -> dict:
+    """Replace the window's rows of one dataset and return its materialization metadata."""
+    counts = Counter(row["minute"] for row in batch.rows)
+    fetches = [
+        Fetch(m, key.path[-1], batch.provider, batch.emulated, window.mode, counts[m], 0, window.now)
+        for m in window.minutes
+    ]
+    replace = store.replace_prices if key == PRICES else store.replace_rankings
+    replace(window.start, window.end, batch.rows, fetches)
+    metadata = {
+        "rows": dg.MetadataValue.int(len(batch.rows)),
+        "rejected": dg.MetadataValue.int(batch.rejected),
+        "rejected_examples": dg.MetadataValue.json(batch.reasons[:20]),
+        "provider": batch.provider,
+        "source": "emulated" if batch.emulated else "live",
         "mode": window.mode,
     }
-
-
-def record_rankings(
-    window: Window, cryptocompare: CryptoCompareResource, store, config: ToplistConfig, ranked: list[dict]
-) -> dict:
-    emulated, rejected, reasons = False, 0, []
-    if window.live:
-        fetch = cryptocompare.top_by_volume(config.ranking_depth)
-        rows = [{**r.model_dump(exclude={"price_usd"}), "minute": window.start} for r in fetch.records]
-        emulated, rejected, reasons = fetch.emulated, fetch.rejected, fetch.reasons
-    else:
-        minute_bars = uses_minute_bars(window.start, window.now)
-        volumes: dict[datetime, list[tuple[float, dict]]] = {m: [] for m in window.minutes}
-
-        def volumes_of(candidate: dict):
-            """(candidate, {minute: volume}, emulated), or (candidate, error) when CC has no history for it."""
-            bars, emulated = [], False
-            try:
-                for to_ts, limit in bar_requests(window.start, window.end, minute_bars):
-                    history = cryptocompare.history(candidate["symbol"], to_ts, limit, hourly=not minute_bars)
-                    bars += history.bars
-                    emulated |= history.emulated
-            except UpstreamBadRequest as error:
-                return candidate, error, False
-            return candidate, rolling_24h_volume(bars, window.minutes, minute_bars), emulated
-
-        with ThreadPoolExecutor(max_workers=cryptocompare.concurrency) as pool:
-            for candidate, result, from_emulator in pool.map(volumes_of, ranked):
-                if isinstance(result, UpstreamError):
-                    rejected += 1
-                    reasons.append(f"{candidate['symbol']}: {result}")
-                    continue
-                emulated |= from_emulator
-                for minute, volume in result.items():
-                    volumes[minute].append((volume, candidate))
-        rows = []
-        for minute, ranked_here in volumes.items():
-            ranked_here.sort(key=lambda pair: (-pair[0], pair[1]["cc_id"]))
-            for rank, (volume, c) in enumerate(ranked_here[: config.ranking_depth], start=1):
-                rows.append({
-                    "minute": minute, "rank": rank, "cc_id": c["cc_id"], "symbol": c["symbol"],
-                    "name": c["name"], "cmc_id": c["cmc_id"], "volume_24h_usd": round(volume, 2),
-                })  # fmt: skip
-    counts = {}
-    for row in rows:
-        counts[row["minute"]] = counts.get(row["minute"], 0) + 1
-    store.replace_rankings(
-        window.start, window.end, rows, _fetch_rows(window, "rankings", "cryptocompare", emulated, counts)
-    )
-    return {
-        "rows": dg.MetadataValue.int(len(rows)),
-        "rejected": dg.MetadataValue.int(rejected),
-        "rejected_examples": dg.MetadataValue.json(reasons[:20]),
-        "without_cmc_id": dg.MetadataValue.int(sum(1 for r in rows if r["cmc_id"] is None)),
-        "source": "emulated" if emulated else "live",
-        "mode": window.mode,
-    }
+    if batch.credits is not None:
+        metadata["cmc_credits"] = dg.MetadataValue.int(batch.credits)
+    if key == RANKINGS:
+        metadata["without_cmc_id"] = dg.MetadataValue.int(sum(1 for r in batch.rows if r["cmc_id"] is None))
+    return metadata
 
 
 @dg.multi_asset(
@@ -191,15 +227,25 @@ def fetch_prices_and_rankings(
         timedelta(minutes=toplist.live_window_minutes),
     )
     store = warehouse.store
-    ranked = [] if window.live else candidates(store, window, cryptocompare, toplist.ranking_depth)
-    jobs = {
-        PRICES: lambda: record_prices(window, cmc, store, toplist, ranked),
-        RANKINGS: lambda: record_rankings(window, cryptocompare, store, toplist, ranked),
-    }
-    selected = [key for key in jobs if key in context.selected_asset_keys]
+    selected = [key for key in (PRICES, RANKINGS) if key in context.selected_asset_keys]
     # Worker threads do I/O only; all logging and events stay on this thread.
-    with ThreadPoolExecutor(max_workers=len(selected)) as pool:
-        futures = {key: pool.submit(jobs[key]) for key in selected}
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        if window.live:
+            fetchers = {
+                PRICES: lambda: live_prices(cmc, window, toplist.price_depth),
+                RANKINGS: lambda: live_rankings(cryptocompare, window, toplist.ranking_depth),
+            }
+        else:
+            ranked = candidates(store, window, cryptocompare, toplist.ranking_depth)
+            needs_series = RANKINGS in selected or toplist.historical_price_source == "cryptocompare"
+            series = pool.submit(cryptocompare_series, cryptocompare, window, ranked) if needs_series else None
+            fetchers = {
+                PRICES: (lambda: past_prices_from_cryptocompare(series.result(), window))
+                if toplist.historical_price_source == "cryptocompare"
+                else (lambda: past_prices_from_cmc(cmc, window, ranked)),
+                RANKINGS: lambda: past_rankings(series.result(), window, toplist.ranking_depth),
+            }
+        futures = {key: pool.submit(lambda key=key: record(store, key, window, fetchers[key]())) for key in selected}
     failures = []
     for key, future in futures.items():
         error = future.exception()

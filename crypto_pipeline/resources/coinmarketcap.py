@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import dagster as dg
 import httpx
 from pydantic import Field
 
@@ -18,7 +17,7 @@ from crypto_pipeline.resources.errors import (
     UpstreamPlanError,
     UpstreamRateLimited,
 )
-from crypto_pipeline.resources.http import UpstreamHttp, raise_for_http_status, retry_after_seconds
+from crypto_pipeline.resources.http import UpstreamHttp, UpstreamResource, raise_for_http_status, retry_after_seconds
 from crypto_pipeline.resources.parsing import (
     CMC_LISTINGS_LATEST,
     CMC_QUOTES_HISTORICAL_PATH,
@@ -70,28 +69,16 @@ class PriceFetch:
     emulated: bool = False
 
 
-class CoinMarketCapResource(dg.ConfigurableResource):
+class CoinMarketCapResource(UpstreamResource):
     """CMC Pro API client. The key travels only in the `X-CMC_PRO_API_KEY` header."""
 
     api_key: str = Field(description="CMC Pro API key; wire it with EnvVar('CMC_API_KEY').")
     base_url: str = CMC_LIVE_URL
-    timeout_seconds: float = 10.0
-    max_attempts: int = 4
-    backoff_seconds: float = 0.5
     page_size: int = Field(default=5000, ge=1, le=5000)
-    concurrency: int = Field(default=4, ge=1)
 
     def _http(self) -> UpstreamHttp:
-        return UpstreamHttp(
-            UPSTREAM,
-            self.base_url,
-            headers={"X-CMC_PRO_API_KEY": self.api_key} if self.api_key else {},
-            check=check_cmc,
-            timeout_seconds=self.timeout_seconds,
-            max_attempts=self.max_attempts,
-            backoff_seconds=self.backoff_seconds,
-            concurrency=self.concurrency,
-        )
+        headers = {"X-CMC_PRO_API_KEY": self.api_key} if self.api_key else {}
+        return self.http(UPSTREAM, self.base_url, headers, check_cmc)
 
     def listings_latest(self, depth: int) -> PriceFetch:
         """The top `depth` listings by CMC 24h volume, pages fetched concurrently."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import dagster as dg
 import httpx
 from pydantic import Field
 
@@ -18,7 +17,7 @@ from crypto_pipeline.resources.errors import (
     UpstreamRateLimited,
     UpstreamSchemaError,
 )
-from crypto_pipeline.resources.http import UpstreamHttp, raise_for_http_status
+from crypto_pipeline.resources.http import Check, UpstreamHttp, UpstreamResource, raise_for_http_status
 from crypto_pipeline.resources.parsing import CC_HISTO_V2, CC_TOP_LIST, HistoryBar, RankingRecord, lookup, parse_records
 
 UPSTREAM = "CryptoCompare"
@@ -64,29 +63,17 @@ class HistoryFetch:
     emulated: bool = False
 
 
-class CryptoCompareResource(dg.ConfigurableResource):
+class CryptoCompareResource(UpstreamResource):
     """CryptoCompare client. The key travels only in the `authorization: Apikey …` header."""
 
     api_key: str = Field(description="CryptoCompare key; wire it with EnvVar('CRYPTOCOMPARE_API_KEY').")
     data_api_url: str = CRYPTOCOMPARE_DATA_API_LIVE_URL
     min_api_url: str = CRYPTOCOMPARE_MIN_API_LIVE_URL
-    timeout_seconds: float = 10.0
-    max_attempts: int = 4
-    backoff_seconds: float = 0.5
     page_size: int = Field(default=100, ge=10, le=100)
-    concurrency: int = Field(default=4, ge=1)
 
-    def _http(self, base_url: str, check) -> UpstreamHttp:
-        return UpstreamHttp(
-            UPSTREAM,
-            base_url,
-            headers={"authorization": f"Apikey {self.api_key}"} if self.api_key else {},
-            check=check,
-            timeout_seconds=self.timeout_seconds,
-            max_attempts=self.max_attempts,
-            backoff_seconds=self.backoff_seconds,
-            concurrency=self.concurrency,
-        )
+    def _http(self, base_url: str, check: Check) -> UpstreamHttp:
+        headers = {"authorization": f"Apikey {self.api_key}"} if self.api_key else {}
+        return self.http(UPSTREAM, base_url, headers, check)
 
     def top_by_volume(self, depth: int) -> RankingFetch:
         """The top `depth` assets by 24h spot volume in USD, pages fetched concurrently."""

@@ -13,7 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import dagster as dg
 import httpx
+from pydantic import Field
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from crypto_pipeline.resources.errors import (
@@ -151,3 +153,24 @@ def raise_for_http_status(upstream: str, response: httpx.Response, message: str,
         raise UpstreamPlanError(upstream, message, status=status)
     if status >= 400:
         raise UpstreamBadRequest(upstream, message, status=status)
+
+
+class UpstreamResource(dg.ConfigurableResource):
+    """What every upstream client configures the same way: timeouts, retries and concurrency."""
+
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=4, ge=1)
+    backoff_seconds: float = Field(default=0.5, ge=0)
+    concurrency: int = Field(default=4, ge=1)
+
+    def http(self, upstream: str, base_url: str, headers: dict[str, str], check: Check) -> UpstreamHttp:
+        return UpstreamHttp(
+            upstream,
+            base_url,
+            headers=headers,
+            check=check,
+            timeout_seconds=self.timeout_seconds,
+            max_attempts=self.max_attempts,
+            backoff_seconds=self.backoff_seconds,
+            concurrency=self.concurrency,
+        )

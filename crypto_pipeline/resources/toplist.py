@@ -1,5 +1,7 @@
 """How deep each list goes and what the checks accept: configuration shown in the Dagster UI."""
 
+from typing import Literal
+
 import dagster as dg
 from pydantic import Field
 
@@ -15,3 +17,6 @@ class ToplistConfig(dg.ConfigurableResource):
     )
     match_rate_threshold: float = Field(default=0.9, ge=0, le=1, description="Top-100 match rate below this warns.")
     row_count_threshold: float = Field(default=0.9, ge=0, le=1, description="A snapshot needs depth x this many rows.")
+    historical_price_source: Literal["coinmarketcap", "cryptocompare"] = Field(
+        default="coinmarketcap", description="Where past minutes' prices come from; stored with each snapshot."
+    )

@@ -60,6 +60,7 @@ class ApiServer:
         config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.client = httpx.Client(base_url=self.url, timeout=10, limits=httpx.Limits(max_connections=32))
 
     def __enter__(self) -> ApiServer:
         self.thread.start()
@@ -71,11 +72,12 @@ class ApiServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.client.close()
         self.server.should_exit = True
         self.thread.join(10)
 
     def get(self, path: str = "/", **kwargs) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=10, **kwargs)
+        return self.client.get(path, **kwargs)
 
 
 @pytest.fixture

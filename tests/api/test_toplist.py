@@ -120,6 +120,7 @@ def test_pending_backfills_are_bounded(api, store):
         answers = [server.get("/", params={"datetime": iso(base + timedelta(minutes=i))}) for i in range(4)]
     assert [a.status_code for a in answers] == [202, 202, 429, 429]
     assert answers[2].headers["content-type"] == "application/problem+json" and "pending" in answers[2].json()["detail"]
+    assert answers[2].headers["retry-after"]
     assert store.count_backfill_requests(["requested"]) == 2
 
 

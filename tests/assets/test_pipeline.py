@@ -40,15 +40,20 @@ def this_minute() -> datetime:
     return datetime.now(UTC).replace(second=0, microsecond=0)
 
 
-def materialize(emulator_url, database_url, partition: datetime, **kw) -> dg.ExecuteInProcessResult:
-    raise_on_error = kw.pop("raise_on_error", True)
-    return dg.materialize(
-        ASSETS,
-        partition_key=partition.strftime(MINUTE_FORMAT),
-        resources=resources(emulator_url, database_url, **kw),
-        instance=dg.DagsterInstance.ephemeral(),
-        raise_on_error=raise_on_error,
-    )
+@pytest.fixture
+def materialize(emulator, database_url, dagster_instance):
+    """Materialize one minute of all three assets: `materialize(minute, **resource_overrides)`."""
+
+    def run(partition: datetime, raise_on_error: bool = True, **overrides) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            ASSETS,
+            partition_key=partition.strftime(MINUTE_FORMAT),
+            resources=resources(emulator.url, database_url, **overrides),
+            instance=dagster_instance,
+            raise_on_error=raise_on_error,
+        )
+
+    return run
 
 
 def rows(store: Warehouse, table, minute: datetime) -> list[dict]:
@@ -57,9 +62,9 @@ def rows(store: Warehouse, table, minute: datetime) -> list[dict]:
         return [dict(r._mapping) for r in conn.execute(query)]
 
 
-def test_live_minute_joins_on_cmc_id(emulator, database_url):
+def test_live_minute_joins_on_cmc_id(materialize, emulator, database_url):
     minute = this_minute()
-    result = materialize(emulator.url, database_url, minute)
+    result = materialize(minute)
     assert result.success
     store = Warehouse(database_url)
     snapshot = store.latest_snapshot()
@@ -85,8 +90,8 @@ def test_live_minute_joins_on_cmc_id(emulator, database_url):
         assert row["symbol"] == MARKET.by_cmc_id[row["cmc_id"]].cmc_symbol
 
 
-def test_unmatched_assets_are_counted_and_reported(emulator, database_url):
-    result = materialize(emulator.url, database_url, this_minute())
+def test_unmatched_assets_are_counted_and_reported(materialize, emulator, database_url):
+    result = materialize(this_minute())
     store = Warehouse(database_url)
     snapshot = store.latest_snapshot()
     ranked = rows(store, rankings, snapshot.minute)
@@ -103,13 +108,13 @@ def test_unmatched_assets_are_counted_and_reported(emulator, database_url):
     assert checks == dict.fromkeys(checks, True) and len(checks) == 5
 
 
-def test_past_minute_rerun_is_identical_and_matches_emulator_history(emulator, database_url):
-    materialize(emulator.url, database_url, this_minute())  # a stored ranking to draw candidates from
+def test_past_minute_rerun_is_identical_and_matches_emulator_history(materialize, emulator, database_url):
+    materialize(this_minute())  # a stored ranking to draw candidates from
     past = this_minute() - timedelta(hours=3)
     store = Warehouse(database_url)
-    materialize(emulator.url, database_url, past)
+    materialize(past)
     first = rows(store, top_assets_table, past)
-    materialize(emulator.url, database_url, past)
+    materialize(past)
     assert rows(store, top_assets_table, past) == first and len(first) == 200
     five_minutes_back = int(past.timestamp() // 60) // 5 * 5  # CMC historical quotes come every 5 minutes
     for row in first:
@@ -125,9 +130,9 @@ def test_past_minute_rerun_is_identical_and_matches_emulator_history(emulator, d
     assert modes == {"historical"}
 
 
-def test_failing_source_leaves_the_other_recorded(emulator, database_url):
+def test_failing_source_leaves_the_other_recorded(materialize, emulator, database_url):
     minute = this_minute()
-    result = materialize(emulator.url, database_url, minute, cc_key="", raise_on_error=False)
+    result = materialize(minute, cc_key="", raise_on_error=False)
     assert not result.success
     store = Warehouse(database_url)
     assert len(rows(store, prices, minute)) == 1000
@@ -138,10 +143,38 @@ def test_failing_source_leaves_the_other_recorded(emulator, database_url):
     assert "CRYPTOCOMPARE_API_KEY" in failure.event_specific_data.error.message
 
 
-def test_transient_failure_is_retried_by_the_retry_policy(emulator, database_url):
+def test_transient_failure_is_retried_by_the_retry_policy(materialize, emulator, database_url):
     # Three pages x two client attempts fail the first step attempt; the step's RetryPolicy runs it again.
     emulator.set_faults({"cc_top_list": {"kind": "unavailable", "times": 6}})
-    result = materialize(emulator.url, database_url, this_minute())
+    result = materialize(this_minute())
     assert result.success
     assert any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
     assert Warehouse(database_url).latest_snapshot().row_count == 200
+
+
+def test_past_prices_can_come_from_cryptocompare(materialize, emulator, database_url):
+    materialize(this_minute())
+    past = this_minute() - timedelta(hours=2)
+    cmc_history_calls = emulator.requests().get("cmc_quotes_historical", 0)
+    materialize(past, historical_price_source="cryptocompare")
+    store = Warehouse(database_url)
+    snapshot = store.snapshot_at_or_before(past, timedelta(minutes=1))
+    assert snapshot.minute == past and snapshot.price_source == "cryptocompare"
+    unix_minute = int(past.timestamp() // 60)
+    for row in rows(store, top_assets_table, past):
+        assert row["price_usd"] == MARKET.by_cmc_id[row["cmc_id"]].price(unix_minute)  # the minute bar's close
+    assert emulator.requests().get("cmc_quotes_historical", 0) == cmc_history_calls
+
+
+def test_a_plan_without_history_fails_clearly_and_keeps_the_rankings(materialize, emulator, database_url):
+    materialize(this_minute())
+    emulator.set_plan("basic")
+    past = this_minute() - timedelta(hours=1)
+    result = materialize(past, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "1006" in failure.event_specific_data.error.message
+    assert "plan does not include this endpoint" in failure.event_specific_data.error.message
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)  # not transient
+    store = Warehouse(database_url)
+    assert len(rows(store, rankings, past)) == 250 and rows(store, prices, past) == []

@@ -10,7 +10,13 @@ config = context.config
 
 
 def run(connection) -> None:
-    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+    # Its own version table: Dagster's storage keeps an alembic_version table in a shared database.
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=True,
+        version_table="warehouse_alembic_version",
+    )
     with context.begin_transaction():
         context.run_migrations()
 

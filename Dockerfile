@@ -1,0 +1,26 @@
+# One image for every service (code server, webserver, daemon, API, emulator, migrations).
+# Build stage: uv installs exactly uv.lock into /app/.venv. Runtime stage: no build tools, non-root.
+FROM python:3.11-slim AS build
+ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PROJECT_ENVIRONMENT=/app/.venv
+RUN pip install --no-cache-dir uv==0.13.9
+WORKDIR /app
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --frozen --no-dev --no-install-project
+COPY common ./common
+COPY crypto_pipeline ./crypto_pipeline
+COPY warehouse ./warehouse
+COPY api ./api
+COPY emulator ./emulator
+RUN uv sync --frozen --no-dev --no-editable
+
+FROM python:3.11-slim AS runtime
+RUN useradd --create-home --uid 10001 app && mkdir -p /opt/dagster/home && chown app /opt/dagster/home
+WORKDIR /app
+COPY --from=build --chown=app /app /app
+COPY --chown=app dagster.yaml workspace.yaml alembic.ini /opt/dagster/home/
+ENV PATH=/app/.venv/bin:$PATH \
+    DAGSTER_HOME=/opt/dagster/home \
+    PYTHONUNBUFFERED=1
+USER app
+EXPOSE 3000 4000 6667 8765
+CMD ["python", "-m", "uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "6667"]

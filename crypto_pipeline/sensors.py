@@ -1,0 +1,99 @@
+"""Backfills on request: the API records missing minutes in `backfill_requests`; these sensors
+launch them and report back.
+
+Adjacent requested minutes share one range run (range tags + the assets' single-run backfill
+policy), chunked so a run stays short. `run_key` makes a relaunch impossible even if a tick is
+evaluated twice; at most `max_runs_per_tick` runs start per tick, so a burst of requests
+never floods the run queue.
+"""
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+import dagster as dg
+
+from crypto_pipeline.partitions import MINUTE_FORMAT
+from crypto_pipeline.resources.warehouse import WarehouseResource
+from crypto_pipeline.schedules import backfill_snapshots_job
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+REQUEST_TAG = "crypto_toplist/backfill_request"
+
+
+class BackfillSensorConfig(dg.ConfigurableResource):
+    max_minutes_per_run: int = 120
+    max_runs_per_tick: int = 10
+
+
+def adjacent_ranges(minutes: Iterable[datetime], max_length: int) -> list[tuple[datetime, datetime]]:
+    """Sorted minutes grouped into runs of consecutive minutes, each at most `max_length` long."""
+    ranges: list[tuple[datetime, datetime]] = []
+    for minute in sorted(minutes):
+        if ranges:
+            first, last = ranges[-1]
+            if minute - last == timedelta(minutes=1) and (minute - first) < timedelta(minutes=max_length):
+                ranges[-1] = (first, minute)
+                continue
+        ranges.append((minute, minute))
+    return ranges
+
+
+@dg.sensor(
+    job=backfill_snapshots_job,
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Launches runs for the minutes the API could not serve (table backfill_requests).",
+)
+def backfill_requests_sensor(
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource, backfill_sensor: BackfillSensorConfig
+):
+    store = warehouse.store
+    limit = backfill_sensor.max_minutes_per_run * backfill_sensor.max_runs_per_tick
+    requested = [r.minute for r in store.backfill_requests_with_status("requested", limit)]
+    if not requested:
+        return dg.SkipReason("no backfill requested")
+    ranges = adjacent_ranges(requested, backfill_sensor.max_minutes_per_run)[: backfill_sensor.max_runs_per_tick]
+    runs = []
+    for first, last in ranges:
+        start, end = first.strftime(MINUTE_FORMAT), last.strftime(MINUTE_FORMAT)
+        run_key = f"backfill-{start}...{end}"
+        store.set_backfill_status(first, last, "launched", run_id=run_key)
+        runs.append(dg.RunRequest(run_key=run_key, tags={RANGE_START: start, RANGE_END: end, REQUEST_TAG: "true"}))
+    context.log.info("launching %d run(s) for %d requested minute(s)", len(runs), len(requested))
+    return runs
+
+
+def _requested_minutes(run: dg.DagsterRun) -> tuple[datetime, datetime]:
+    start = datetime.strptime(run.tags[RANGE_START] + "+0000", MINUTE_FORMAT + "%z")
+    end = datetime.strptime(run.tags[RANGE_END] + "+0000", MINUTE_FORMAT + "%z")
+    return start, end
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[backfill_snapshots_job],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=10,
+    description="Marks the backfill requests of a successful run succeeded.",
+)
+def backfill_succeeded_sensor(context: dg.RunStatusSensorContext, warehouse: WarehouseResource):
+    if REQUEST_TAG not in context.dagster_run.tags:
+        return  # launched by hand, not from a request
+    start, end = _requested_minutes(context.dagster_run)
+    warehouse.store.set_backfill_status(start, end, "succeeded", run_id=context.dagster_run.run_id)
+
+
+@dg.run_failure_sensor(
+    monitored_jobs=[backfill_snapshots_job],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=10,
+    description="Marks the backfill requests of a failed run failed, with the error.",
+)
+def backfill_failed_sensor(context: dg.RunFailureSensorContext, warehouse: WarehouseResource):
+    if REQUEST_TAG not in context.dagster_run.tags:
+        return
+    start, end = _requested_minutes(context.dagster_run)
+    errors = [event.step_failure_data.error.message.strip() for event in context.get_step_failure_events()]
+    message = "; ".join(errors) or (context.failure_event.message or "the run failed")
+    warehouse.store.set_backfill_status(start, end, "failed", run_id=context.dagster_run.run_id, error=message[:2000])

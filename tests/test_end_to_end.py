@@ -1,0 +1,81 @@
+"""The real stack (dagster dev: webserver, daemon, code server; the API; the emulator) answering
+a question about the past: 202, a sensor-launched backfill, then the minute's snapshot.
+
+Runs with SQLite for both warehouse and Dagster instance, and with Postgres for both.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from emulator.market import Market
+from scripts.run_stack import Stack, stack_environment
+from tests.conftest import ROOT, free_port, postgres_instance_env
+from warehouse.store import Warehouse
+
+MARKET = Market(3000)
+
+
+def poll_status(api: str, location: str, wanted: set[str], timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = httpx.get(api + location, timeout=10).json()
+        if status["status"] in wanted:
+            return status
+        time.sleep(2)
+    raise TimeoutError(f"{location} still {status['status']} after {timeout} s")
+
+
+@pytest.fixture
+def stack(emulator, database_url, tmp_path):
+    """`make run`'s stack on free ports, Dagster's instance on the same backend as the warehouse."""
+    env, _ = stack_environment({"PATH": os.environ["PATH"]})
+    home = tmp_path / "dagster"
+    home.mkdir()
+    env.update(DATABASE_URL=database_url, DAGSTER_HOME=str(home), EMULATOR_URL=emulator.url,
+               BACKFILL_MAX_MINUTES_PER_RUN="30", LOG_CONSOLE="false")  # fmt: skip
+    if database_url.startswith("postgresql"):
+        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")  # the production instance, on Postgres
+        env.update(postgres_instance_env(database_url))
+    running = Stack(env, with_emulator=False, api_port=free_port(), dagster_port=free_port(), quiet=True)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+def test_a_past_minute_is_backfilled_on_request(stack, emulator, database_url):
+    api = f"http://127.0.0.1:{stack.api_port}"
+    minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
+    asked = minute.strftime("%Y-%m-%dT%H:%MZ")
+
+    first = httpx.get(api + "/", params={"datetime": asked, "limit": 200}, timeout=10)
+    assert first.status_code == 202 and first.headers["location"] == f"/backfills/{asked}"
+    status = poll_status(api, first.headers["location"], {"succeeded", "failed"})
+    assert status["status"] == "succeeded", status["error"]
+    assert status["run_id"] and status["snapshot_url"]
+
+    answer = httpx.get(api + "/", params={"datetime": asked, "limit": 200}, timeout=10)
+    assert answer.status_code == 200 and answer.headers["x-snapshot-time"] == minute.strftime("%Y-%m-%dT%H:%M:00Z")
+    body = answer.json()
+    assert body["count"] == 200 and body["source"] == "emulated"
+    unix_minute = int(minute.timestamp() // 60)
+    for row in body["data"]:
+        asset = MARKET.by_cmc_id[row["cmc_id"]]
+        assert row["volume_24h_usd"] == pytest.approx(asset.volume_24h(unix_minute), abs=1440 * 0.005)
+        assert row["price_usd"] == asset.price(unix_minute // 5 * 5)  # CMC's 5-minute historical quotes
+
+    # A CMC plan without historical data: the request fails, and its status says why.
+    emulator.set_plan("basic")
+    refused = (minute - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%MZ")
+    location = httpx.get(api + "/", params={"datetime": refused}, timeout=10).headers["location"]
+    failed = poll_status(api, location, {"succeeded", "failed"})
+    assert failed["status"] == "failed" and "1006" in failed["error"] and "plan" in failed["error"]
+    assert Warehouse(database_url).snapshot_at_or_before(minute, timedelta(minutes=1)) is not None
