@@ -1,16 +1,19 @@
 """Window arithmetic for past minutes, kept free of I/O so it is easy to reason about and test.
 
 A past minute's 24h volume is the sum of the CryptoCompare bars that end with it; its price
-is the newest CoinMarketCap quote at or before it (historical quotes come every 5 minutes).
+is the newest quote at or before it (CoinMarketCap's historical quotes come every 5 minutes).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from typing import TypeVar
 
-from crypto_pipeline.resources.parsing import HistoryBar, PriceRecord
+from crypto_pipeline.resources.parsing import HistoryBar
+
+T = TypeVar("T")
 
 MINUTES_PER_DAY = 1440
 CC_MINUTE_HISTORY = timedelta(days=7) - timedelta(hours=1)  # keep clear of the 7-day edge
@@ -21,10 +24,6 @@ def minutes_in(start: datetime, end: datetime) -> list[datetime]:
     """Every minute start in [start, end)."""
     count = int((end - start).total_seconds() // 60)
     return [start + timedelta(minutes=i) for i in range(count)]
-
-
-def unix_minute(moment: datetime) -> int:
-    return int(moment.timestamp() // 60)
 
 
 def uses_minute_bars(start: datetime, now: datetime) -> bool:
@@ -65,12 +64,14 @@ def rolling_24h_volume(
     return volumes
 
 
-def price_at(quotes: Sequence[tuple[datetime, PriceRecord]], minute: datetime) -> PriceRecord | None:
-    """The newest quote at or before `minute` (quotes sorted by time)."""
-    stamps = [stamp for stamp, _ in quotes]
-    index = bisect_right(stamps, minute)
-    return quotes[index - 1][1] if index else None
-
-
-def utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC)
+def latest_at_each(quotes: Sequence[tuple[datetime, T]], minutes: Sequence[datetime]) -> dict[datetime, T]:
+    """For each minute (ascending), the newest quote at or before it; one pass over both lists."""
+    quotes = sorted(quotes, key=lambda quote: quote[0])
+    found: dict[datetime, T] = {}
+    index = 0
+    for minute in minutes:
+        while index < len(quotes) and quotes[index][0] <= minute:
+            index += 1
+        if index:
+            found[minute] = quotes[index - 1][1]
+    return found

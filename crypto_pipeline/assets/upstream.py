@@ -17,8 +17,8 @@ import dagster as dg
 
 from crypto_pipeline.history import (
     bar_requests,
+    latest_at_each,
     minutes_in,
-    price_at,
     rolling_24h_volume,
     uses_minute_bars,
 )
@@ -97,9 +97,8 @@ def past_prices_from_cmc(cmc: CoinMarketCapResource, window: Window, ranked: lis
     series, fetch = cmc.quotes_historical(ids, window.start - timedelta(minutes=5), window.end - timedelta(minutes=1))
     rows = [
         {**quote.model_dump(), "minute": minute}
-        for minute in window.minutes
         for quotes in series.values()
-        if (quote := price_at(quotes, minute)) is not None
+        for minute, quote in latest_at_each(quotes, window.minutes).items()
     ]
     return Batch(rows, "coinmarketcap", fetch.emulated, fetch.rejected, fetch.reasons, fetch.credits)
 
@@ -111,10 +110,9 @@ def past_prices_from_cryptocompare(series: CryptoCompareSeries, window: Window) 
         if candidate["cmc_id"] is None:
             continue
         quotes = [(datetime.fromtimestamp(bar.time, UTC), bar) for bar in bars if bar.close > 0]
-        for minute in window.minutes:
-            if (bar := price_at(quotes, minute)) is not None:
-                rows.append({"minute": minute, "cmc_id": candidate["cmc_id"], "symbol": candidate["symbol"],
-                             "name": candidate["name"], "price_usd": bar.close})  # fmt: skip
+        for minute, bar in latest_at_each(quotes, window.minutes).items():
+            rows.append({"minute": minute, "cmc_id": candidate["cmc_id"], "symbol": candidate["symbol"],
+                         "name": candidate["name"], "price_usd": bar.close})  # fmt: skip
     return Batch(rows, "cryptocompare", series.emulated)
 
 
@@ -250,10 +248,7 @@ def fetch_prices_and_rankings(
     for key, future in futures.items():
         error = future.exception()
         if error is None:
-            metadata = future.result()
-            context.log.info("%s: %s rows for %d minute(s), %s", key.to_user_string(), metadata["rows"].value,
-                             len(window.minutes), window.mode)  # fmt: skip
-            yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+            yield dg.MaterializeResult(asset_key=key, metadata=future.result())
         else:
             context.log.error("%s failed: %s", key.to_user_string(), error)
             failures.append((key, error))
