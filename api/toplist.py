@@ -18,7 +18,7 @@ from email.utils import format_datetime
 from typing import Annotated
 
 from cachetools import LRUCache, TTLCache
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
@@ -87,6 +87,7 @@ class Rendered:
     body: bytes
     media_type: str
     etag: str
+    headers: dict[str, str]  # all but Cache-Control, which depends on the request
 
 
 def render(snapshot: Snapshot, requested: datetime, rows: list[dict], fmt: str) -> Rendered:
@@ -106,7 +107,14 @@ def render(snapshot: Snapshot, requested: datetime, rows: list[dict], fmt: str) 
             "data": rows,
         }
         body, media_type = json.dumps(document, separators=(",", ":")).encode(), "application/json"
-    return Rendered(body, media_type, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"')
+    etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    headers = {
+        "ETag": etag,
+        "X-Snapshot-Time": snapshot.minute.isoformat().replace("+00:00", "Z"),
+        "Last-Modified": format_datetime(snapshot.created_at, usegmt=True),
+        "Vary": "Accept, Accept-Encoding",
+    }
+    return Rendered(body, media_type, etag, headers)
 
 
 class ToplistService:
@@ -130,17 +138,32 @@ class ToplistService:
                 {"Retry-After": str(self.settings.api_retry_after_seconds)},
             ) from None
 
+    @staticmethod
+    async def single_flight(cache, key, compute):
+        """The cached value for `key`; concurrent misses share one computation, failures are not kept."""
+        task = cache.get(key)
+        if task is None:
+            task = cache[key] = asyncio.ensure_future(compute())
+        elif task.done() and not task.exception():
+            return task.result()  # the hot path: no new future
+        try:
+            return await asyncio.shield(task)
+        except BaseException:
+            if cache.get(key) is task:
+                del cache[key]
+            raise
+
     async def snapshot_for(self, minute: datetime) -> Snapshot | None:
-        if minute not in self.resolved:
-            self.resolved[minute] = await self.db(self.store.snapshot_at_or_before, minute, self.tolerance)
-        return self.resolved[minute]
+        return await self.single_flight(
+            self.resolved, minute, lambda: self.db(self.store.snapshot_at_or_before, minute, self.tolerance)
+        )
 
     async def body(self, snapshot: Snapshot, requested: datetime, limit: int, fmt: str) -> Rendered:
+        async def compute() -> Rendered:
+            return render(snapshot, requested, await self.db(self.store.snapshot_rows, snapshot.minute, limit), fmt)
+
         key = (snapshot.minute, snapshot.created_at, requested if fmt == "json" else None, limit, fmt)
-        if key not in self.bodies:
-            rows = await self.db(self.store.snapshot_rows, snapshot.minute, limit)
-            self.bodies[key] = render(snapshot, requested, rows, fmt)
-        return self.bodies[key]
+        return await self.single_flight(self.bodies, key, compute)
 
 
 def get_service(request: Request) -> ToplistService:
@@ -172,12 +195,12 @@ def choose_format(fmt: str | None, accept: str | None) -> str:
             "content": {"text/csv": {"schema": {"type": "string"}}},
         },
         202: {"model": BackfillStatus, "description": "Not stored yet: a backfill was requested (see Location)."},
-        304: {"description": "Not modified (If-None-Match matched the ETag)."},
+        304: {"description": "Not modified (the If-None-Match request header matched the ETag)."},
         **problem_responses(422, 429, 503),
     },
 )
 async def get_toplist(
-    service: Service,
+    request: Request,
     limit: Annotated[
         int | None, Query(ge=1, description="Rows to return; default 100, capped at the stored depth.")
     ] = None,
@@ -185,10 +208,15 @@ async def get_toplist(
         str | None,
         Query(alias="datetime", max_length=64, description="ISO 8601 (naive means UTC) or unix seconds; default now."),
     ] = None,
-    format_: Annotated[str | None, Query(alias="format", max_length=16, description="json or csv (any case).")] = None,
-    accept: Annotated[str | None, Header()] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
+    format_: Annotated[
+        str | None,
+        Query(alias="format", max_length=16, description="json or csv (any case); without it, Accept: text/csv."),
+    ] = None,
 ) -> Response:
+    # The service and the two headers are read directly: each declared parameter costs FastAPI
+    # validation on every request, and this is the hot path (see bench/api_load.py).
+    service: ToplistService = request.app.state.toplist
+    accept, if_none_match = request.headers.get("accept"), request.headers.get("if-none-match")
     settings = service.settings
     fmt = choose_format(format_, accept)
     limit = min(limit or settings.api_default_limit, settings.toplist_depth)
@@ -209,13 +237,7 @@ async def get_toplist(
         cache_control = IMMUTABLE
     else:  # "now", or a nearby stand-in for a missing minute: fresh until the next minute
         cache_control = f"public, max-age={max(1, 60 - now.second)}"
-    headers = {
-        "ETag": rendered.etag,
-        "Cache-Control": cache_control,
-        "X-Snapshot-Time": snapshot.minute.isoformat().replace("+00:00", "Z"),
-        "Last-Modified": format_datetime(snapshot.created_at, usegmt=True),
-        "Vary": "Accept, Accept-Encoding",
-    }
+    headers = {**rendered.headers, "Cache-Control": cache_control}
     if if_none_match and rendered.etag in {tag.strip() for tag in if_none_match.split(",")}:
         return Response(status_code=304, headers=headers)
     return Response(rendered.body, media_type=rendered.media_type, headers=headers)
