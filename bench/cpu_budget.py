@@ -6,14 +6,17 @@ Runs, one after the other in the same invocation: (1) `dagster dev` on the trivi
 location in bench/trivial_location.py, (2) the real stack as `make run` starts it (daemon,
 code server, runs, idle webserver, API, emulator). For each it discards a warm-up, then reads
 machine-wide CPU time from /proc/stat over the measured window and prints CPU-seconds per
-minute of wall time. During (2) it polls `GET /?limit=1` once a second and records, for each
-new snapshot minute M, how long after M's start the API first served it.
+minute of wall time. During (2) it polls `GET /?limit=1` once a second until the current
+minute's snapshot is served (then waits for the next minute) and records how long after the
+minute's start the API first served it. Its own CPU (the polling) is subtracted: the probe is
+not part of the stack.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -35,14 +38,20 @@ def busy_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
 
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(seconds: float, on_tick=None) -> float:
-    """CPU-seconds per minute of wall time over `seconds`."""
-    cpu0, wall0 = busy_cpu_seconds(), time.monotonic()
+    """Machine-wide CPU-seconds per minute of wall time over `seconds`, less this process's own."""
+    cpu0, own0, wall0 = busy_cpu_seconds(), own_cpu_seconds(), time.monotonic()
     while (elapsed := time.monotonic() - wall0) < seconds:
         if on_tick:
             on_tick()
         time.sleep(min(1.0, seconds - elapsed))
-    return (busy_cpu_seconds() - cpu0) / ((time.monotonic() - wall0) / 60)
+    spent = (busy_cpu_seconds() - cpu0) - (own_cpu_seconds() - own0)
+    return spent / ((time.monotonic() - wall0) / 60)
 
 
 def baseline(minutes: float, warmup: float, port: int) -> float:
@@ -70,6 +79,9 @@ def real_stack(minutes: float, warmup: float) -> tuple[float, list[float]]:
         client = httpx.Client(base_url="http://127.0.0.1:16667", timeout=5)
 
         def poll() -> None:
+            current = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:00Z")
+            if current in lags:
+                return  # this minute is served; wait for the next one
             try:
                 response = client.get("/", params={"limit": 1})
             except httpx.TransportError:
