@@ -68,7 +68,10 @@ def backfill_requests_sensor(
     return runs
 
 
-def _requested_minutes(run: dg.DagsterRun) -> tuple[datetime, datetime]:
+def requested_range(run: dg.DagsterRun) -> tuple[datetime, datetime] | None:
+    """The minutes a request-launched run covers; None for a run launched by hand."""
+    if REQUEST_TAG not in run.tags:
+        return None
     start = datetime.strptime(run.tags[RANGE_START] + "+0000", MINUTE_FORMAT + "%z")
     end = datetime.strptime(run.tags[RANGE_END] + "+0000", MINUTE_FORMAT + "%z")
     return start, end
@@ -82,10 +85,8 @@ def _requested_minutes(run: dg.DagsterRun) -> tuple[datetime, datetime]:
     description="Marks the backfill requests of a successful run succeeded.",
 )
 def backfill_succeeded_sensor(context: dg.RunStatusSensorContext, warehouse: WarehouseResource):
-    if REQUEST_TAG not in context.dagster_run.tags:
-        return  # launched by hand, not from a request
-    start, end = _requested_minutes(context.dagster_run)
-    warehouse.store.set_backfill_status(start, end, "succeeded", run_id=context.dagster_run.run_id)
+    if minutes := requested_range(context.dagster_run):
+        warehouse.store.set_backfill_status(*minutes, "succeeded", run_id=context.dagster_run.run_id)
 
 
 @dg.run_failure_sensor(
@@ -95,9 +96,7 @@ def backfill_succeeded_sensor(context: dg.RunStatusSensorContext, warehouse: War
     description="Marks the backfill requests of a failed run failed, with the error.",
 )
 def backfill_failed_sensor(context: dg.RunFailureSensorContext, warehouse: WarehouseResource):
-    if REQUEST_TAG not in context.dagster_run.tags:
-        return
-    start, end = _requested_minutes(context.dagster_run)
-    errors = [event.step_failure_data.error.message.strip() for event in context.get_step_failure_events()]
-    message = "; ".join(errors) or (context.failure_event.message or "the run failed")
-    warehouse.store.set_backfill_status(start, end, "failed", run_id=context.dagster_run.run_id, error=message[:2000])
+    if minutes := requested_range(context.dagster_run):
+        errors = [event.step_failure_data.error.message.strip() for event in context.get_step_failure_events()]
+        message = "; ".join(errors) or (context.failure_event.message or "the run failed")
+        warehouse.store.set_backfill_status(*minutes, "failed", run_id=context.dagster_run.run_id, error=message[:2000])

@@ -22,6 +22,8 @@ from sqlalchemy.engine import make_url
 from warehouse.schema import assets, backfill_requests, fetches, prices, rankings, snapshots, top_assets
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# A ranking row and its price: the same minute, the same CMC id (never the symbol).
+PRICED_RANKING = and_(prices.c.minute == rankings.c.minute, prices.c.cmc_id == rankings.c.cmc_id)
 BACKFILL_LOCK_KEY = 0x746F706C  # Postgres advisory lock serializing backfill requests
 
 
@@ -175,7 +177,7 @@ class Warehouse:
                 .over(partition_by=[rankings.c.minute, rankings.c.cmc_id], order_by=rankings.c.rank)
                 .label("nth_of_asset"),
             )
-            .join(prices, and_(prices.c.minute == rankings.c.minute, prices.c.cmc_id == rankings.c.cmc_id))
+            .join(prices, PRICED_RANKING)
             .where(in_range)
             .subquery()
         )
@@ -201,7 +203,7 @@ class Warehouse:
                 (func.count() - func.count(prices.c.cmc_id)).label("unmatched"),
             )
             .select_from(rankings)
-            .outerjoin(prices, and_(prices.c.minute == rankings.c.minute, prices.c.cmc_id == rankings.c.cmc_id))
+            .outerjoin(prices, PRICED_RANKING)
             .where(in_range)
             .group_by(rankings.c.minute)
         )
@@ -271,7 +273,7 @@ class Warehouse:
                 func.count(prices.c.cmc_id).label("top_matched"),
             )
             .select_from(rankings)
-            .outerjoin(prices, and_(prices.c.minute == rankings.c.minute, prices.c.cmc_id == rankings.c.cmc_id))
+            .outerjoin(prices, PRICED_RANKING)
             .where(rankings.c.minute >= start, rankings.c.minute < end, rankings.c.rank <= top)
             .group_by(rankings.c.minute)
         )
@@ -287,7 +289,7 @@ class Warehouse:
         """Ranked symbols at `minute` that no price matched, best rank first."""
         query = (
             select(rankings.c.symbol)
-            .outerjoin(prices, and_(prices.c.minute == rankings.c.minute, prices.c.cmc_id == rankings.c.cmc_id))
+            .outerjoin(prices, PRICED_RANKING)
             .where(rankings.c.minute == minute, prices.c.cmc_id.is_(None))
             .order_by(rankings.c.rank)
             .limit(limit)
