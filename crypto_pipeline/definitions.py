@@ -17,12 +17,7 @@ from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
 from crypto_pipeline.schedules import backfill_snapshots_job, every_minute, minute_snapshot_job
-from crypto_pipeline.sensors import (
-    BackfillSensorConfig,
-    backfill_failed_sensor,
-    backfill_requests_sensor,
-    backfill_succeeded_sensor,
-)
+from crypto_pipeline.sensors import backfill_failed_sensor, build_backfill_requests_sensor
 
 settings = get_settings()
 configure_logging(settings)
@@ -44,7 +39,14 @@ defs = dg.Definitions(
     assets=[fetch_prices_and_rankings, top_assets],
     jobs=[minute_snapshot_job, backfill_snapshots_job],
     schedules=[every_minute],
-    sensors=[backfill_requests_sensor, backfill_succeeded_sensor, backfill_failed_sensor],
+    sensors=[
+        build_backfill_requests_sensor(
+            database_url=settings.database_url,
+            max_minutes_per_run=settings.backfill_max_minutes_per_run,
+            max_runs_per_tick=settings.backfill_max_runs_per_tick,
+        ),
+        backfill_failed_sensor,
+    ],
     resources={
         "cmc": CoinMarketCapResource(
             api_key=api_key("CMC_API_KEY"),
@@ -71,10 +73,6 @@ defs = dg.Definitions(
             match_rate_threshold=settings.match_rate_threshold,
             row_count_threshold=settings.row_count_threshold,
             historical_price_source=settings.historical_price_source,
-        ),
-        "backfill_sensor": BackfillSensorConfig(
-            max_minutes_per_run=settings.backfill_max_minutes_per_run,
-            max_runs_per_tick=settings.backfill_max_runs_per_tick,
         ),
     },
     executor=dg.in_process_executor,

@@ -10,14 +10,7 @@ import pytest
 
 from common.settings import Settings
 from crypto_pipeline.definitions import defs
-from crypto_pipeline.resources.warehouse import WarehouseResource
-from crypto_pipeline.sensors import (
-    RANGE_END,
-    RANGE_START,
-    BackfillSensorConfig,
-    adjacent_ranges,
-    backfill_requests_sensor,
-)
+from crypto_pipeline.sensors import RANGE_END, RANGE_START, adjacent_ranges, build_backfill_requests_sensor
 from tests.api.conftest import ApiServer
 from warehouse.store import Warehouse
 
@@ -41,14 +34,21 @@ def test_adjacent_minutes_share_a_range_up_to_the_chunk_size():
     ]
 
 
-def evaluate(database_url: str, **config) -> dg.SensorResult | dg.SkipReason | list:
-    resources = {
-        "warehouse": WarehouseResource(database_url=database_url),
-        "backfill_sensor": BackfillSensorConfig(**config),
-    }
+def evaluate(database_url: str, max_minutes_per_run: int = 120, max_runs_per_tick: int = 10) -> dg.SensorResult:
+    sensor = build_backfill_requests_sensor(database_url, max_minutes_per_run, max_runs_per_tick)
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
-        return backfill_requests_sensor.evaluate_tick(context)
+        return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_idle_tick_builds_no_dagster_instance(database_url):
+    """The daemon hands the code server an instance ref; building the instance from it costs
+    ~60 ms of CPU, four times a minute, so a tick with nothing requested must not."""
+    sensor = build_backfill_requests_sensor(database_url, max_minutes_per_run=120, max_runs_per_tick=10)
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs)
+        assert sensor.evaluate_tick(context).skip_message == "no backfill requested"
+        assert context._instance is None  # noqa: SLF001 - no public way to ask whether it was built
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)

@@ -25,6 +25,8 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # A ranking row and its price: the same minute, the same CMC id (never the symbol).
 PRICED_RANKING = and_(prices.c.minute == rankings.c.minute, prices.c.cmc_id == rankings.c.cmc_id)
 BACKFILL_LOCK_KEY = 0x746F706C  # Postgres advisory lock serializing backfill requests
+OPEN_REQUEST = backfill_requests.c.status.in_(["requested", "launched"])
+NO_DATA_ERROR = "the upstreams returned no prices and rankings for this minute"
 
 
 def utcnow() -> datetime:
@@ -158,12 +160,13 @@ class Warehouse:
         if rows:
             conn.execute(insert(fetches), [vars(f) for f in rows])
 
-    def merge_top_assets(self, start: datetime, end: datetime, depth: int) -> list[Snapshot]:
+    def merge_top_assets(self, start: datetime, end: datetime, depth: int, run_id: str | None = None) -> list[Snapshot]:
         """Join rankings and prices on CMC id for minutes in [start, end) that have both.
 
         Ranks follow the ranking order among the assets that could be priced, renumbered
         1..n (n ≤ depth); an asset ranked twice keeps its best rank. Each merged minute gets
-        a `snapshots` row counting what matched and what did not.
+        a `snapshots` row counting what matched and what did not, and its backfill request
+        (if any) is settled in the same transaction, so a request's status never lags its data.
         """
         in_range = and_(rankings.c.minute >= start, rankings.c.minute < end)
         priced = (
@@ -234,7 +237,20 @@ class Warehouse:
             ]
             if merged:
                 conn.execute(insert(snapshots), [vars(s) for s in merged])
+            self._settle_requests(conn, start, end, run_id)
         return merged
+
+    @staticmethod
+    def _settle_requests(conn, start: datetime, end: datetime, run_id: str | None) -> None:
+        """Requests for minutes now served succeed; launched ones this merge could not serve fail."""
+        in_window = and_(backfill_requests.c.minute >= start, backfill_requests.c.minute < end, OPEN_REQUEST)
+        served = backfill_requests.c.minute.in_(
+            select(snapshots.c.minute).where(snapshots.c.minute >= start, snapshots.c.minute < end)
+        )
+        settle = update(backfill_requests).values(updated_at=utcnow(), run_id=run_id)
+        conn.execute(settle.where(in_window, served).values(status="succeeded", error=None))
+        unserved = and_(in_window, backfill_requests.c.status == "launched")
+        conn.execute(settle.where(unserved).values(status="failed", error=NO_DATA_ERROR))
 
     @staticmethod
     def _provenance(conn, start: datetime, end: datetime) -> dict[datetime, dict]:
@@ -354,14 +370,13 @@ class Warehouse:
         never overshoot the bound.
         """
         now = utcnow()
-        open_statuses = ("requested", "launched")
         with self._request_lock, self.engine.begin() as conn:
             if self.engine.dialect.name == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(BACKFILL_LOCK_KEY)))
             row = conn.execute(select(backfill_requests).where(backfill_requests.c.minute == minute)).first()
             if row is not None:
                 return BackfillRequest(**row._mapping), False
-            pending = conn.execute(select(func.count()).where(backfill_requests.c.status.in_(open_statuses))).scalar()
+            pending = conn.execute(select(func.count()).where(OPEN_REQUEST)).scalar()
             if pending >= max_pending:
                 return None, False
             request = BackfillRequest(minute, "requested", now, now, None, None)
@@ -391,11 +406,12 @@ class Warehouse:
     def set_backfill_status(
         self, first: datetime, last: datetime, status: str, run_id: str | None = None, error: str | None = None
     ) -> None:
-        """Set the status of the requests for minutes first..last (inclusive)."""
+        """Set the status of the open requests for minutes first..last (inclusive); a settled
+        request stays settled (a run that fails after its merge has still served the minute)."""
         values = {"status": status, "updated_at": utcnow(), "error": error}
         if run_id is not None:
             values["run_id"] = run_id
-        in_range = backfill_requests.c.minute.between(first, last)
+        in_range = and_(backfill_requests.c.minute.between(first, last), OPEN_REQUEST)
         with self.engine.begin() as conn:
             conn.execute(update(backfill_requests).where(in_range).values(**values))
 

@@ -54,7 +54,7 @@ def top_assets(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
     window = context.partition_time_window
     start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
     store = warehouse.store
-    merged = store.merge_top_assets(start, end, toplist.depth)
+    merged = store.merge_top_assets(start, end, toplist.depth, run_id=context.run_id)
     if not merged:
         raise dg.Failure(f"no minute in [{start:%Y-%m-%d %H:%M}, {end:%H:%M}) has both prices and rankings stored")
     last = merged[-1]
