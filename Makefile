@@ -5,7 +5,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: run test bench-api bench-cpu lint clean
+.PHONY: run test docs bench-api bench-cpu lint clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -21,8 +21,11 @@ run: .venv/.synced
 test: .venv/.synced
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
+docs: .venv/.synced
+	.venv/bin/python -m scripts.build_docs
+
 lint: .venv/.synced
 	$(UV) run --frozen ruff check . && $(UV) run --frozen ruff format --check .
 
 clean:
-	rm -rf .venv .tools .pytest_cache
+	rm -rf .venv .tools .pytest_cache build

@@ -1,0 +1,1 @@
+"""What every service shares: the settings module (environment variables) and logging configuration."""

@@ -2,6 +2,12 @@
 
 Both the pipeline and the API read it; it imports neither Dagster nor FastAPI, so the API
 stays light. Secrets are `SecretStr` so they never print in a repr or a log line.
+
+Every variable, its default and its meaning (the README's table, included here):
+
+.. include:: ../README.md
+   :start-after: <!-- settings-table -->
+   :end-before: <!-- /settings-table -->
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""A local stand-in for CoinMarketCap and CryptoCompare over a deterministic market; imports nothing of the project."""

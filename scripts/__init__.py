@@ -1,0 +1,1 @@
+"""Developer commands: `make run` (`scripts.run_stack`), the OpenAPI export, the documentation build."""

@@ -1,0 +1,1 @@
+"""Dagster resources: upstream clients (HTTP, retries, error envelopes, parsing), the warehouse, the top-list knobs."""
