@@ -6,18 +6,18 @@ and deploys alone). One engine with a connection pool per process.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from fastapi import FastAPI, Request, Response
-from fastapi.middleware.gzip import GZipMiddleware
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from api import problems
+from api.fastpath import FastPath
+from api.metrics import Metrics
 from api.problems import ProblemError, problem_responses
-from api.toplist import Service, ToplistService, router
+from api.toplist import Service, ToplistService, get_toplist, router
 from common.logs import configure_logging
 from common.settings import Settings, get_settings
 from warehouse.store import Warehouse
@@ -43,8 +43,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
     registry = CollectorRegistry()
-    requests = Counter("api_requests", "HTTP requests", ["path", "status"], registry=registry)
-    latency = Histogram("api_request_seconds", "Request latency", ["path"], registry=registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,18 +58,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.include_router(router)
-
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = route.path if route is not None else "unmatched"
-        requests.labels(path, str(response.status_code)).inc()
-        latency.labels(path).observe(time.perf_counter() - started)
-        return response
+    toplist_route = next(route for route in router.routes if getattr(route, "endpoint", None) is get_toplist)
+    app.add_middleware(FastPath, route=toplist_route, enabled=settings.api_fast_path)  # also gzips other routes
+    app.add_middleware(Metrics, registry=registry)  # outermost: counts every answer, fast path or not
 
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gzip
 import hashlib
 import io
 import json
@@ -82,15 +83,41 @@ def minute_url(minute: datetime) -> str:
     return minute.strftime("%Y-%m-%dT%H:%MZ")
 
 
+GZIP_MINIMUM_BYTES = 1024  # smaller bodies are sent as they are (the GZipMiddleware threshold for other routes)
+VARY = "Accept, Accept-Encoding"
+
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True)
+class Representation:
+    """One encoding of a rendered body and its headers, all but Cache-Control (that depends on the moment)."""
+
+    body: bytes
+    etag: str
+    ok_headers: tuple[tuple[bytes, bytes], ...]
+    not_modified_headers: tuple[tuple[bytes, bytes], ...]
+
+
 @dataclass(frozen=True)
 class Rendered:
-    body: bytes
-    media_type: str
-    etag: str
-    headers: dict[str, str]  # all but Cache-Control, which depends on the request
+    identity: Representation
+    gzip: Representation | None  # None when the body is too small to be worth compressing
+
+
+def representation(
+    body: bytes, media_type: str, etag: str, shared: dict[str, str], encoding: str | None
+) -> Representation:
+    not_modified = tuple(
+        (name.lower().encode(), value.encode("latin-1")) for name, value in {"ETag": etag, **shared}.items()
+    )
+    entity = ((b"content-length", str(len(body)).encode()), (b"content-type", media_type.encode()))
+    entity += ((b"content-encoding", encoding.encode()),) if encoding else ()
+    return Representation(body, etag, entity + not_modified, not_modified)
 
 
 def render(snapshot: Snapshot, requested: datetime, rows: list[dict], fmt: str) -> Rendered:
+    """The body in both encodings with their precomputed headers: rendered and compressed once per snapshot."""
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180
@@ -107,14 +134,64 @@ def render(snapshot: Snapshot, requested: datetime, rows: list[dict], fmt: str) 
             "data": rows,
         }
         body, media_type = json.dumps(document, separators=(",", ":")).encode(), "application/json"
-    etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-    headers = {
-        "ETag": etag,
+    tag = hashlib.blake2b(body, digest_size=12).hexdigest()
+    shared = {
         "X-Snapshot-Time": snapshot.minute.isoformat().replace("+00:00", "Z"),
         "Last-Modified": format_datetime(snapshot.created_at, usegmt=True),
-        "Vary": "Accept, Accept-Encoding",
+        "Vary": VARY,
     }
-    return Rendered(body, media_type, etag, headers)
+    identity = representation(body, media_type, f'"{tag}"', shared, None)
+    if len(body) < GZIP_MINIMUM_BYTES:
+        return Rendered(identity, None)
+    gzipped = gzip.compress(body, compresslevel=9, mtime=0)
+    return Rendered(identity, representation(gzipped, media_type, f'"{tag}-gzip"', shared, "gzip"))
+
+
+def cache_control(snapshot: Snapshot, minute: datetime, is_now: bool, now: datetime) -> str:
+    """The caching policy of a served snapshot (the one place that decides it)."""
+    if snapshot.minute == minute and not is_now:
+        return IMMUTABLE
+    return f"public, max-age={max(1, 60 - now.second)}"  # "now", or a stand-in for a missing minute
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 If-None-Match: `*`, or any listed tag by weak comparison."""
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or etag in tags
+
+
+@dataclass(frozen=True)
+class ToplistQuery:
+    """The query of `GET /` once validated; it depends on the query string alone, so it is kept per string."""
+
+    limit: int
+    moment: datetime | None  # None: now
+    format: str | None  # None: by the Accept header
+
+    @classmethod
+    def parse(cls, limit: int | None, datetime_: str | None, format_: str | None, settings: Settings):
+        fmt = None if format_ is None else format_.lower()
+        if fmt not in (None, "json", "csv"):
+            raise ProblemError(422, "Invalid parameter", f"format: {format_[:32]!r} is not one of json, csv")
+        moment = None if datetime_ is None else parse_moment(datetime_)
+        return cls(min(limit or settings.api_default_limit, settings.toplist_depth), moment, fmt)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A complete HTTP answer: the FastAPI route and the ASGI fast path send exactly these bytes."""
+
+    status: int
+    headers: RawHeaders
+    body: bytes
+
+
+class NotStored(Exception):
+    """No snapshot serves this minute: the FastAPI route answers (a backfill request or a 503)."""
+
+    def __init__(self, minute: datetime) -> None:
+        super().__init__(minute)
+        self.minute = minute
 
 
 class ToplistService:
@@ -125,6 +202,7 @@ class ToplistService:
         self.tolerance = timedelta(minutes=settings.api_tolerance_minutes) + timedelta(minutes=1)
         self.bodies: LRUCache = LRUCache(maxsize=max(1, settings.api_cache_entries))
         self.resolved: TTLCache = TTLCache(maxsize=4096, ttl=1.0)  # a new snapshot may land any second
+        self.queries: LRUCache = LRUCache(maxsize=4096)  # raw query string -> ToplistQuery FastAPI validated
 
     async def db(self, fn, *args):
         """Run a warehouse call in the threadpool under the configured deadline."""
@@ -165,6 +243,37 @@ class ToplistService:
         key = (snapshot.minute, snapshot.created_at, requested if fmt == "json" else None, limit, fmt)
         return await self.single_flight(self.bodies, key, compute)
 
+    async def answer(self, query: ToplistQuery, headers: RawHeaders) -> Answer:
+        """The answer to `GET /` from a stored snapshot, given the request's raw headers; NotStored if none."""
+        accept = encoding = if_none_match = None
+        for name, value in headers:  # the first of each, as Starlette's Headers.get reads them
+            if name == b"accept":
+                accept = accept or value.decode("latin-1")
+            elif name == b"accept-encoding":
+                encoding = encoding or value.decode("latin-1")
+            elif name == b"if-none-match":
+                if_none_match = if_none_match or value.decode("latin-1")
+        settings = self.settings
+        now = datetime.now(UTC)
+        requested = query.moment or now
+        if requested > now + timedelta(seconds=1):
+            raise ProblemError(422, "Invalid parameter", f"datetime: {minute_url(requested)} is in the future")
+        if requested < settings.history_start:
+            raise ProblemError(
+                422, "Invalid parameter", f"datetime: history starts at {minute_url(settings.history_start)}"
+            )
+        minute = minute_of(requested)
+        snapshot = await self.snapshot_for(minute)
+        if snapshot is None:
+            raise NotStored(minute)
+        fmt = query.format or ("csv" if accept and "text/csv" in accept.lower() else "json")
+        rendered = await self.body(snapshot, minute, query.limit, fmt)
+        chosen = rendered.gzip if rendered.gzip and encoding and "gzip" in encoding else rendered.identity
+        policy = (b"cache-control", cache_control(snapshot, minute, query.moment is None, now).encode())
+        if if_none_match and etag_matches(if_none_match, chosen.etag):
+            return Answer(304, [*chosen.not_modified_headers, policy], b"")
+        return Answer(200, [*chosen.ok_headers, policy], chosen.body)
+
 
 def get_service(request: Request) -> ToplistService:
     return request.app.state.toplist
@@ -174,14 +283,6 @@ Service = Annotated[ToplistService, Depends(get_service)]
 
 
 router = APIRouter()
-
-
-def choose_format(fmt: str | None, accept: str | None) -> str:
-    if fmt is None:
-        return "csv" if accept and "text/csv" in accept.lower() else "json"
-    if fmt.lower() not in ("json", "csv"):
-        raise ProblemError(422, "Invalid parameter", f"format: {fmt[:32]!r} is not one of json, csv")
-    return fmt.lower()
 
 
 @router.get(
@@ -213,34 +314,22 @@ async def get_toplist(
         Query(alias="format", max_length=16, description="json or csv (any case); without it, Accept: text/csv."),
     ] = None,
 ) -> Response:
-    # The service and the two headers are read directly: each declared parameter costs FastAPI
-    # validation on every request, and this is the hot path (see bench/api_load.py).
+    # The service and the headers are read directly: each declared parameter costs FastAPI validation
+    # on every request. A validated query string is kept for the ASGI fast path (api/fastpath.py).
     service: ToplistService = request.app.state.toplist
-    accept, if_none_match = request.headers.get("accept"), request.headers.get("if-none-match")
-    settings = service.settings
-    fmt = choose_format(format_, accept)
-    limit = min(limit or settings.api_default_limit, settings.toplist_depth)
-    now = datetime.now(UTC)
-    requested = now if datetime_ is None else parse_moment(datetime_)
-    if requested > now + timedelta(seconds=1):
-        raise ProblemError(422, "Invalid parameter", f"datetime: {minute_url(requested)} is in the future")
-    if requested < settings.history_start:
-        raise ProblemError(
-            422, "Invalid parameter", f"datetime: history starts at {minute_url(settings.history_start)}"
-        )
-    minute = minute_of(requested)
-    snapshot = await service.snapshot_for(minute)
-    if snapshot is None:
-        return await missing_snapshot(service, minute, is_now=datetime_ is None)
-    rendered = await service.body(snapshot, minute, limit, fmt)
-    if snapshot.minute == minute and datetime_ is not None:
-        cache_control = IMMUTABLE
-    else:  # "now", or a nearby stand-in for a missing minute: fresh until the next minute
-        cache_control = f"public, max-age={max(1, 60 - now.second)}"
-    headers = {**rendered.headers, "Cache-Control": cache_control}
-    if if_none_match and rendered.etag in {tag.strip() for tag in if_none_match.split(",")}:
-        return Response(status_code=304, headers=headers)
-    return Response(rendered.body, media_type=rendered.media_type, headers=headers)
+    query = ToplistQuery.parse(limit, datetime_, format_, service.settings)
+    service.queries[request.scope["query_string"]] = query
+    try:
+        answer = await service.answer(query, request.scope["headers"])
+    except NotStored as missing:
+        return await missing_snapshot(service, missing.minute, is_now=query.moment is None)
+    return answer_response(answer)
+
+
+def answer_response(answer: Answer) -> Response:
+    response = Response(answer.body, answer.status)
+    response.raw_headers = answer.headers
+    return response
 
 
 async def missing_snapshot(service: ToplistService, minute: datetime, is_now: bool) -> Response:

@@ -1,0 +1,129 @@
+"""The ASGI fast path and the FastAPI path give byte-identical answers (status, headers, body).
+
+Two servers over the same warehouse, one with API_FAST_PATH=false, are asked the same table of
+requests. Each request is first sent once to the fast server, so FastAPI validates its query
+string; the next one is answered by the fast path when the row says so, which the test checks by
+counting how often the FastAPI route validated a query.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from datetime import timedelta
+
+import pytest
+
+from api.toplist import ToplistQuery
+from tests.api.conftest import seed_snapshot, this_minute
+
+
+def iso(minute) -> str:
+    return minute.strftime("%Y-%m-%dT%H:%M:00Z")
+
+
+PAST = this_minute() - timedelta(minutes=30)  # module-level so the table can name it
+GZIP = {"Accept-Encoding": "gzip"}
+IDENTITY = {"Accept-Encoding": "identity"}  # httpx asks for gzip unless told otherwise
+
+# (method, path, query parameters, headers, how a repeat is answered: True by the fast path,
+#  False by the FastAPI route, None before the route: FastAPI's validation, other routes, 404/405)
+TABLE = [
+    ("GET", "/", {"limit": 200, "datetime": iso(PAST)}, IDENTITY, True),
+    ("GET", "/", {"limit": 200, "datetime": iso(PAST)}, GZIP, True),
+    ("GET", "/", {"limit": 200, "datetime": iso(PAST), "format": "csv"}, IDENTITY, True),
+    ("GET", "/", {"limit": 200, "datetime": iso(PAST), "format": "CSV"}, GZIP, True),
+    ("GET", "/", {"limit": 200, "datetime": iso(PAST)}, {"Accept": "text/csv", **GZIP}, True),
+    ("GET", "/", {"limit": 3, "datetime": iso(PAST)}, GZIP, True),  # too small to compress
+    ("GET", "/", {"datetime": str(int(PAST.timestamp()) + 59)}, {}, True),
+    ("GET", "/", {"datetime": iso(PAST + timedelta(minutes=1))}, {}, True),  # a stand-in within the tolerance
+    ("GET", "/", {"limit": 10**12, "unknown": "ignored", "datetime": iso(PAST)}, {}, True),
+    ("GET", "/", {}, IDENTITY, True),  # now
+    ("GET", "/", {"limit": 200}, GZIP, True),
+    ("GET", "/", {"format": "csv"}, {"Accept-Encoding": "gzip, deflate, br"}, True),
+    ("GET", "/", {"datetime": "9999-12-31T00:00:00Z"}, {}, True),  # 422 problem, rendered by the fast path
+    ("GET", "/", {"datetime": "2001-01-01T00:00:00Z"}, {}, True),  # before the history start: 422
+    ("GET", "/", {"format": "xml"}, {}, False),  # invalid: FastAPI every time
+    ("GET", "/", {"limit": "0"}, {}, None),
+    ("GET", "/", {"datetime": "yesterday-ish"}, {}, False),
+    ("GET", "/", {"datetime": iso(PAST - timedelta(hours=2))}, {}, False),  # not stored: 202 from FastAPI
+    ("HEAD", "/", {}, {}, None),
+    ("POST", "/", {}, {}, None),
+    ("GET", "/openapi.json", {}, GZIP, None),
+    ("GET", "/healthz", {}, {}, None),
+    ("GET", "/nowhere", {}, {}, None),
+]
+
+
+def conditional_rows(server) -> list[tuple]:
+    """If-None-Match with each representation's own ETag, `*` and a weak tag: 304 on both paths."""
+    params = {"limit": 200, "datetime": iso(PAST)}
+    plain, zipped = server.get("/", params=params, headers=IDENTITY), server.get("/", params=params, headers=GZIP)
+    return [
+        ("GET", "/", params, {"If-None-Match": plain.headers["etag"], **IDENTITY}, True),
+        ("GET", "/", params, {"If-None-Match": zipped.headers["etag"], **GZIP}, True),
+        ("GET", "/", params, {"If-None-Match": zipped.headers["etag"], **IDENTITY}, True),  # the other encoding's
+        ("GET", "/", params, {"If-None-Match": "*"}, True),
+        ("GET", "/", params, {"If-None-Match": f'"x", W/{plain.headers["etag"]}', **IDENTITY}, True),
+    ]
+
+
+def wire(server, method: str, path: str, params: dict, headers: dict) -> tuple:
+    """(status, headers but the Date the server stamps, body bytes as sent, not decoded)."""
+    response = server.client.send(
+        server.client.build_request(method, path, params=params, headers=headers), stream=True
+    )
+    body = b"".join(response.iter_raw())
+    response.close()
+    return response.status_code, [(k, v) for k, v in response.headers.raw if k.lower() != b"date"], body
+
+
+@pytest.fixture
+def validations(monkeypatch) -> list[int]:
+    """Counts how often the FastAPI route validated a query (the fast path never does)."""
+    calls = [0]
+    parse = ToplistQuery.parse.__func__
+
+    def counting(cls, *args, **kwargs):
+        calls[0] += 1
+        return parse(cls, *args, **kwargs)
+
+    monkeypatch.setattr(ToplistQuery, "parse", classmethod(counting))
+    return calls
+
+
+def test_fast_path_and_fastapi_path_send_the_same_bytes(api, store, validations):
+    for minute in (PAST, this_minute(), this_minute() - timedelta(minutes=1)):
+        seed_snapshot(store, minute)
+    with api(api_tolerance_minutes=2) as fast, api(api_tolerance_minutes=2, api_fast_path=False) as plain:
+        for method, path, params, headers, by_fast_path in TABLE + conditional_rows(fast):
+            request = (method, path, params, headers)
+            wire(fast, *request)  # FastAPI validates the query string once
+            for _ in range(5):  # both answers within one second: "now" and max-age are the same moment
+                second = int(time.time())
+                before = validations[0]
+                through_fast = wire(fast, *request)
+                fast_validations = validations[0] - before
+                through_fastapi = wire(plain, *request)
+                if int(time.time()) == second:
+                    break
+            assert through_fast == through_fastapi, request
+            if by_fast_path is not None:
+                assert fast_validations == (0 if by_fast_path else 1), request
+            if (b"content-encoding", b"gzip") in through_fast[1]:
+                identity = wire(plain, method, path, params, {**headers, **IDENTITY})
+                assert gzip.decompress(through_fast[2]) == identity[2], request
+
+
+def test_answers_keep_their_headers_per_encoding(api, store):
+    seed_snapshot(store, PAST)
+    params = {"limit": 200, "datetime": iso(PAST)}
+    with api() as server:
+        server.get("/", params=params)
+        plain, zipped = server.get("/", params=params, headers=IDENTITY), server.get("/", params=params, headers=GZIP)
+        metrics = server.get("/metrics").text
+    assert "content-encoding" not in plain.headers and zipped.headers["content-encoding"] == "gzip"
+    assert plain.headers["etag"] != zipped.headers["etag"]
+    assert plain.headers["vary"] == zipped.headers["vary"] == "Accept, Accept-Encoding"
+    assert int(zipped.headers["content-length"]) < int(plain.headers["content-length"]) // 3
+    assert 'api_requests_total{path="/",status="200"} 3.0' in metrics
