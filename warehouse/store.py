@@ -8,25 +8,36 @@ rows never pass through Python.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, create_engine, delete, event, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, case, create_engine, delete, event, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 
+from warehouse.quality import MinuteQuality
 from warehouse.schema import assets, backfill_requests, fetches, prices, rankings, snapshots, top_assets
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # A ranking row and its price: the same minute, the same CMC id (never the symbol).
 PRICED_RANKING = and_(prices.c.minute == rankings.c.minute, prices.c.cmc_id == rankings.c.cmc_id)
 BACKFILL_LOCK_KEY = 0x746F706C  # Postgres advisory lock serializing backfill requests
+# Postgres advisory locks (two-int key space: this namespace, the unix minute) serializing the
+# writers of one minute; taken in ascending order, so overlapping windows never deadlock.
+MINUTE_LOCK_NAMESPACE = 0x746F70
+LOCK_MINUTES = text("SELECT count(pg_advisory_xact_lock(:namespace, m)) FROM generate_series(:first, :last) AS m")
 OPEN_REQUEST = backfill_requests.c.status.in_(["requested", "launched"])
 NO_DATA_ERROR = "the upstreams returned no prices and rankings for this minute"
+
+
+def blocked_error(failed_checks: Sequence[str]) -> str:
+    """The error a request records when its minute failed blocking checks."""
+    return f"blocked by failed checks: {', '.join(failed_checks)}"
 
 
 def utcnow() -> datetime:
@@ -60,6 +71,15 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class Merge:
+    """What a merge stored, and what it refused to publish (minute -> failed blocking checks)."""
+
+    stored: list[Snapshot]
+    quality: dict[datetime, MinuteQuality]
+    blocked: dict[datetime, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class BackfillRequest:
     minute: datetime
     status: str
@@ -79,10 +99,18 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
+            dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(connection) -> None:
+            # pysqlite would start a transaction only at the first INSERT/UPDATE/DELETE, so the
+            # reads before it would see another snapshot; writers take the write lock up front.
+            immediate = connection.get_execution_options().get("writes", False)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
@@ -112,6 +140,7 @@ class Warehouse:
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
+        self._writer = self.engine.execution_options(writes=True)
         self._request_lock = threading.Lock()
 
     # --- schema ---------------------------------------------------------------------------
@@ -127,12 +156,27 @@ class Warehouse:
             command.upgrade(config, "head")
 
     # --- writes ---------------------------------------------------------------------------
+    @contextmanager
+    def _writing(self, start: datetime, end: datetime) -> Iterator[Any]:
+        """A transaction that alone writes the minutes in [start, end) until it ends.
+
+        Postgres: an advisory lock per minute (a second writer of the same minutes waits
+        instead of hitting a unique-key violation); SQLite: the database's write lock, taken
+        at BEGIN IMMEDIATE."""
+        with self._writer.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                first = int(start.timestamp()) // 60
+                last = max(first, -(-int(end.timestamp()) // 60) - 1)
+                conn.execute(LOCK_MINUTES, {"namespace": MINUTE_LOCK_NAMESPACE, "first": first, "last": last})
+            yield conn
+
     def replace_prices(self, start: datetime, end: datetime, rows: Sequence[dict], fetch_rows: Sequence[Fetch]) -> None:
         """Replace prices of minutes in [start, end). Rows carry symbol and name for the asset dimension."""
         fact_columns = [c.name for c in prices.columns]
+        rows = _first_of_each(rows, ("minute", "cmc_id"))  # concurrent upstream pages can repeat an id
         latest_names = {row["cmc_id"]: row for row in rows}  # later minutes win
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self._writing(start, end) as conn:
             self._replace(conn, prices, start, end, [{c: r.get(c) for c in fact_columns} for r in rows])
             self._replace_fetches(conn, "prices", start, end, fetch_rows)
             dimension = [
@@ -146,7 +190,7 @@ class Warehouse:
         self, start: datetime, end: datetime, rows: Sequence[dict], fetch_rows: Sequence[Fetch]
     ) -> None:
         """Replace rankings of minutes in [start, end)."""
-        with self.engine.begin() as conn:
+        with self._writing(start, end) as conn:
             self._replace(conn, rankings, start, end, rows)
             self._replace_fetches(conn, "rankings", start, end, fetch_rows)
 
@@ -163,13 +207,25 @@ class Warehouse:
         if rows:
             conn.execute(insert(fetches), [vars(f) for f in rows])
 
-    def merge_top_assets(self, start: datetime, end: datetime, depth: int, run_id: str | None = None) -> list[Snapshot]:
-        """Join rankings and prices on CMC id for minutes in [start, end) that have both.
+    def merge_top_assets(
+        self,
+        start: datetime,
+        end: datetime,
+        depth: int,
+        run_id: str | None = None,
+        *,
+        row_count_threshold: float = 0.9,
+        top: int = 100,
+    ) -> Merge:
+        """Join rankings and prices on CMC id for minutes in [start, end) and publish those that pass.
 
         Ranks follow the ranking order among the assets that could be priced, renumbered
-        1..n (n ≤ depth); an asset ranked twice keeps its best rank. Each merged minute gets
-        a `snapshots` row counting what matched and what did not, and its backfill request
-        (if any) is settled in the same transaction, so a request's status never lags its data.
+        1..n (n ≤ depth); an asset ranked twice keeps its best rank. Inside one transaction
+        that alone writes these minutes, the blocking checks (warehouse.quality) judge what
+        the merge would serve; only minutes that pass, with both datasets fetched, replace
+        their served rows and get a `snapshots` row. A blocked minute keeps its previous
+        version, if any. Backfill requests are settled in the same transaction, so a request
+        succeeds exactly when its minute became visible.
         """
         in_range = and_(rankings.c.minute >= start, rankings.c.minute < end)
         priced = (
@@ -198,53 +254,84 @@ class Warehouse:
             .where(priced.c.nth_of_asset == 1)
             .subquery()
         )
-        merge = insert(top_assets).from_select(
-            ["minute", "rank", "cmc_id", "price_usd", "volume_24h_usd"],
-            select(renumbered).where(renumbered.c.rank <= depth),
-        )
-        match_counts = (
+        served = select(renumbered).where(renumbered.c.rank <= depth).subquery()
+        served_stats = select(
+            served.c.minute,
+            func.count().label("rows"),
+            func.min(served.c.rank).label("min_rank"),
+            func.max(served.c.rank).label("max_rank"),
+            func.count(served.c.cmc_id.distinct()).label("distinct_cmc_ids"),
+            func.min(served.c.price_usd).label("min_price"),
+        ).group_by(served.c.minute)
+        in_top = rankings.c.rank <= top
+        ranking_stats = (
             select(
                 rankings.c.minute,
+                func.count().label("ranked"),
                 func.count(prices.c.cmc_id).label("matched"),
-                (func.count() - func.count(prices.c.cmc_id)).label("unmatched"),
+                func.count(case((in_top, 1))).label("top_ranked"),
+                func.count(case((and_(in_top, prices.c.cmc_id.is_not(None)), 1))).label("top_matched"),
             )
             .select_from(rankings)
             .outerjoin(prices, PRICED_RANKING)
             .where(in_range)
             .group_by(rankings.c.minute)
         )
-        row_counts = (
-            select(top_assets.c.minute, func.count().label("row_count"))
-            .where(top_assets.c.minute >= start, top_assets.c.minute < end)
-            .group_by(top_assets.c.minute)
-        )
         created_at = utcnow()
-        with self.engine.begin() as conn:
-            for table in (top_assets, snapshots):
-                conn.execute(delete(table).where(table.c.minute >= start, table.c.minute < end))
-            conn.execute(merge)
+        with self._writing(start, end) as conn:
             provenance = self._provenance(conn, start, end)
-            counts = {row.minute: row for row in conn.execute(match_counts)}
-            sizes = dict(conn.execute(row_counts).tuples().all())
-            merged = [
+            stats = {row.minute: row._mapping for row in conn.execute(ranking_stats)}
+            shapes = {row.minute: row._mapping for row in conn.execute(served_stats)}
+            quality = {
+                minute: MinuteQuality(
+                    minute=minute,
+                    rows=shapes.get(minute, {}).get("rows", 0),
+                    min_rank=shapes.get(minute, {}).get("min_rank"),
+                    max_rank=shapes.get(minute, {}).get("max_rank"),
+                    distinct_cmc_ids=shapes.get(minute, {}).get("distinct_cmc_ids", 0),
+                    min_price=shapes.get(minute, {}).get("min_price"),
+                    ranked=stats.get(minute, {}).get("ranked", 0),
+                    matched=stats.get(minute, {}).get("matched", 0),
+                    top_ranked=stats.get(minute, {}).get("top_ranked", 0),
+                    top_matched=stats.get(minute, {}).get("top_matched", 0),
+                )
+                for minute in sorted(provenance.keys() | stats.keys())
+            }
+            blocked = {
+                minute: failed
+                for minute, q in quality.items()
+                if (failed := q.failed_checks(depth, row_count_threshold))
+            }
+            publishable = [m for m in quality if m in provenance and m not in blocked]
+            held_back = [m for m in quality if m not in publishable]
+            for table in (top_assets, snapshots):
+                conn.execute(delete(table).where(_publishing(table.c.minute, start, end, held_back)))
+            conn.execute(
+                insert(top_assets).from_select(
+                    ["minute", "rank", "cmc_id", "price_usd", "volume_24h_usd"],
+                    select(served).where(_publishing(served.c.minute, start, end, held_back)),
+                )
+            )
+            stored = [
                 Snapshot(
                     minute=minute,
-                    row_count=sizes.get(minute, 0),
-                    matched=counts[minute].matched,
-                    unmatched=counts[minute].unmatched,
+                    row_count=quality[minute].rows,
+                    matched=quality[minute].matched,
+                    unmatched=quality[minute].ranked - quality[minute].matched,
                     created_at=created_at,
                     **provenance[minute],
                 )
-                for minute in sorted(counts)
-                if minute in provenance
+                for minute in publishable
             ]
-            if merged:
-                conn.execute(insert(snapshots), [vars(s) for s in merged])
-            self._settle_requests(conn, start, end, run_id)
-        return merged
+            if stored:
+                conn.execute(insert(snapshots), [vars(s) for s in stored])
+            self._settle_requests(conn, start, end, run_id, blocked)
+        return Merge(stored, quality, blocked)
 
     @staticmethod
-    def _settle_requests(conn, start: datetime, end: datetime, run_id: str | None) -> None:
+    def _settle_requests(
+        conn, start: datetime, end: datetime, run_id: str | None, blocked: dict[datetime, list[str]]
+    ) -> None:
         """Requests for minutes now served succeed; launched ones this merge could not serve fail."""
         in_window = and_(backfill_requests.c.minute >= start, backfill_requests.c.minute < end, OPEN_REQUEST)
         served = backfill_requests.c.minute.in_(
@@ -253,6 +340,13 @@ class Warehouse:
         settle = update(backfill_requests).values(updated_at=utcnow(), run_id=run_id)
         conn.execute(settle.where(in_window, served).values(status="succeeded", error=None))
         unserved = and_(in_window, backfill_requests.c.status == "launched")
+        by_error: dict[str, list[datetime]] = {}
+        for minute, failed in blocked.items():
+            by_error.setdefault(blocked_error(failed), []).append(minute)
+        for error, minutes in by_error.items():
+            conn.execute(
+                settle.where(unserved, backfill_requests.c.minute.in_(minutes)).values(status="failed", error=error)
+            )
         conn.execute(settle.where(unserved).values(status="failed", error=NO_DATA_ERROR))
 
     @staticmethod
@@ -270,38 +364,6 @@ class Warehouse:
             for minute, pair in by_minute.items()
             if {"prices", "rankings"} <= pair.keys()
         }
-
-    def snapshot_quality(self, start: datetime, end: datetime, top: int = 100) -> dict[datetime, dict]:
-        """Per merged minute: what the asset checks judge (rank span, duplicates, prices, match rate)."""
-        served = (
-            select(
-                top_assets.c.minute,
-                func.count().label("rows"),
-                func.min(top_assets.c.rank).label("min_rank"),
-                func.max(top_assets.c.rank).label("max_rank"),
-                func.count(top_assets.c.cmc_id.distinct()).label("distinct_cmc_ids"),
-                func.min(top_assets.c.price_usd).label("min_price"),
-            )
-            .where(top_assets.c.minute >= start, top_assets.c.minute < end)
-            .group_by(top_assets.c.minute)
-        )
-        head = (
-            select(
-                rankings.c.minute,
-                func.count().label("top_ranked"),
-                func.count(prices.c.cmc_id).label("top_matched"),
-            )
-            .select_from(rankings)
-            .outerjoin(prices, PRICED_RANKING)
-            .where(rankings.c.minute >= start, rankings.c.minute < end, rankings.c.rank <= top)
-            .group_by(rankings.c.minute)
-        )
-        with self.engine.connect() as conn:
-            stats = {row.minute: dict(row._mapping) for row in conn.execute(served)}
-            for row in conn.execute(head):
-                if row.minute in stats:
-                    stats[row.minute].update(top_ranked=row.top_ranked, top_matched=row.top_matched)
-        return stats
 
     # --- reads ----------------------------------------------------------------------------
     def unmatched_symbols(self, minute: datetime, limit: int = 20) -> list[str]:
@@ -373,7 +435,7 @@ class Warehouse:
         never overshoot the bound.
         """
         now = utcnow()
-        with self._request_lock, self.engine.begin() as conn:
+        with self._request_lock, self._writer.begin() as conn:
             if self.engine.dialect.name == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(BACKFILL_LOCK_KEY)))
             row = conn.execute(select(backfill_requests).where(backfill_requests.c.minute == minute)).first()
@@ -415,8 +477,22 @@ class Warehouse:
         if run_id is not None:
             values["run_id"] = run_id
         in_range = and_(backfill_requests.c.minute.between(first, last), OPEN_REQUEST)
-        with self.engine.begin() as conn:
+        with self._writer.begin() as conn:
             conn.execute(update(backfill_requests).where(in_range).values(**values))
+
+
+def _publishing(column, start: datetime, end: datetime, held_back: Sequence[datetime]):
+    """The minutes in [start, end) a merge writes: all but those it holds back."""
+    window = and_(column >= start, column < end)
+    return and_(window, column.not_in(held_back)) if held_back else window
+
+
+def _first_of_each(rows: Sequence[dict], key: tuple[str, ...]) -> list[dict]:
+    """`rows` without repeats of `key`, the first occurrence kept."""
+    seen: dict[tuple, dict] = {}
+    for row in rows:
+        seen.setdefault(tuple(row[k] for k in key), row)
+    return list(seen.values())
 
 
 def _chunks(rows: list, size: int) -> Iterable[list]:

@@ -168,9 +168,9 @@ def record(store, key: dg.AssetKey, window: Window, batch: Batch) -> dict:
     """Replace the window's rows of one dataset and return its materialization metadata."""
     counts = Counter(row["minute"] for row in batch.rows)
     fetches = [
-        Fetch(m, key.path[-1], batch.provider, batch.emulated, window.mode, counts[m], 0, window.now)
+        Fetch(m, key.path[-1], batch.provider, batch.emulated, window.mode, counts[m], batch.rejected, window.now)
         for m in window.minutes
-    ]
+    ]  # a record rejected from the window's fetch is missing from each of its minutes
     replace = store.replace_prices if key == PRICES else store.replace_rankings
     replace(window.start, window.end, batch.rows, fetches)
     metadata = {

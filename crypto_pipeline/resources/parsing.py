@@ -12,6 +12,7 @@ a non-positive price is rejected and counted, never stored.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,7 +31,8 @@ def _blank_to_none(value: Any) -> Any:
 
 
 Text = Annotated[str, BeforeValidator(_blank_to_none)]
-OptionalNumber = Annotated[float | None, BeforeValidator(_blank_to_none), Field(ge=0)]
+# The bound sits on the float alone: on the union, pydantic would apply it to None and crash.
+OptionalNumber = Annotated[Annotated[float, Field(ge=0)] | None, BeforeValidator(_blank_to_none)]
 
 
 class PriceRecord(BaseModel):
@@ -58,7 +60,7 @@ class RankingRecord(BaseModel):
     name: Text
     cmc_id: Annotated[PositiveInt | None, BeforeValidator(_blank_to_none)] = None
     volume_24h_usd: OptionalNumber = None
-    price_usd: Annotated[float | None, BeforeValidator(_blank_to_none), Field(gt=0)] = None
+    price_usd: Annotated[Annotated[float, Field(gt=0)] | None, BeforeValidator(_blank_to_none)] = None
 
 
 class HistoryBar(BaseModel):
@@ -113,6 +115,7 @@ def parse_records(body: Any, spec: EndpointSpec, first_rank: int | None = None) 
     if not isinstance(items, list):
         raise UpstreamSchemaError(spec.name, f"expected a list at {spec.records!r}, got {type(items).__name__}")
     parsed = Parsed()
+    failed_fields: Counter[str] = Counter()
     for position, item in enumerate(items):
         values = {name: lookup(item, path) for name, path in spec.fields.items()}
         if first_rank is not None:
@@ -120,11 +123,23 @@ def parse_records(body: Any, spec: EndpointSpec, first_rank: int | None = None) 
         try:
             parsed.records.append(spec.model.model_validate(values))
         except ValidationError as error:
+            first = error.errors()[0]
+            path = f"{spec.records}[].{spec.fields.get(str(first['loc'][0]), first['loc'][0])}"
+            failed_fields[path] += 1
             parsed.rejected += 1
             if len(parsed.reasons) < 20:
-                first = error.errors()[0]
-                parsed.reasons.append(f"record {position}: {'.'.join(map(str, first['loc']))}: {first['msg']}")
+                parsed.reasons.append(f"record {position}: {path}: {first['msg']}")
+    raise_if_all_rejected(spec.name, parsed, failed_fields)
     return parsed
+
+
+def raise_if_all_rejected(endpoint: str, parsed: Parsed, failed_fields: Counter[str]) -> None:
+    """A body whose every record fails validation is a changed format, not an empty answer."""
+    if parsed.rejected and not parsed.records:
+        (path, _), *_ = failed_fields.most_common(1)
+        raise UpstreamSchemaError(
+            endpoint, f"all {parsed.rejected} records rejected; field path {path} failed ({parsed.reasons[0]})"
+        )
 
 
 # --- the endpoints, as data ---------------------------------------------------------------
@@ -146,6 +161,12 @@ CMC_LISTINGS_LATEST = EndpointSpec(
 )
 
 CMC_QUOTES_HISTORICAL_PATH = "/v2/cryptocurrency/quotes/historical"
+CMC_HISTORICAL_QUOTE_FIELDS = {
+    "price_usd": "quote.USD.price",
+    "volume_24h_usd": "quote.USD.volume_24h",
+    "market_cap_usd": "quote.USD.market_cap",
+    "last_updated": "timestamp",
+}
 
 CC_TOP_LIST = EndpointSpec(
     name="cc_top_list",
@@ -203,22 +224,28 @@ def parse_cmc_historical(body: Any) -> tuple[dict[int, list[tuple[datetime, Pric
     assets = [data] if "quotes" in data else list(data.values())
     series: dict[int, list[tuple[datetime, PriceRecord]]] = {}
     summary = Parsed()
+    failed_fields: Counter[str] = Counter()
     for asset in assets:
         if not isinstance(asset, Mapping) or not isinstance(asset.get("quotes"), list):
             summary.rejected += 1
+            failed_fields["data.<id>.quotes"] += 1
+            summary.reasons.append("data.<id>.quotes: not a list")
             continue
         for quote in asset["quotes"]:
+            values = {"cmc_id": asset.get("id"), "symbol": asset.get("symbol"), "name": asset.get("name"),
+                      **{name: lookup(quote, path) for name, path in CMC_HISTORICAL_QUOTE_FIELDS.items()}}  # fmt: skip
             try:
-                record = PriceRecord.model_validate({
-                    "cmc_id": asset.get("id"), "symbol": asset.get("symbol"), "name": asset.get("name"),
-                    "price_usd": lookup(quote, "quote.USD.price"),
-                    "volume_24h_usd": lookup(quote, "quote.USD.volume_24h"),
-                    "market_cap_usd": lookup(quote, "quote.USD.market_cap"),
-                    "last_updated": lookup(quote, "timestamp"),
-                })  # fmt: skip
-            except ValidationError:
+                record = PriceRecord.model_validate(values)
+            except ValidationError as error:
+                field_name = str(error.errors()[0]["loc"][0])
+                inner = CMC_HISTORICAL_QUOTE_FIELDS.get(field_name)
+                path = f"data.<id>.quotes[].{inner}" if inner else f"data.<id>.{field_name}"
+                failed_fields[path] += 1
                 summary.rejected += 1
+                if len(summary.reasons) < 20:
+                    summary.reasons.append(f"{path}: {error.errors()[0]['msg']}")
                 continue
             series.setdefault(record.cmc_id, []).append((record.last_updated, record))
             summary.records.append(record)
+    raise_if_all_rejected("cmc_quotes_historical", summary, failed_fields)
     return series, summary

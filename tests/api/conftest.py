@@ -20,8 +20,8 @@ from warehouse.store import Fetch, Warehouse
 MARKET = Market(3000)
 
 
-def seed_snapshot(store: Warehouse, minute: datetime, depth: int = 250) -> None:
-    """Store one minute as the pipeline would (rankings, prices, merge), from the emulated market."""
+def market_rows(minute: datetime, depth: int = 250) -> tuple[list[dict], list[dict]]:
+    """The emulated market's ranking and price rows for one minute, as the pipeline stores them."""
     unix_minute = int(minute.timestamp() // 60)
     ranked = MARKET.ranked_by_volume(unix_minute)[:depth]
     ranking_rows = [
@@ -39,18 +39,25 @@ def seed_snapshot(store: Warehouse, minute: datetime, depth: int = 250) -> None:
         }
         for a in ranked
     ]
+    return ranking_rows, price_rows
+
+
+def store_upstream(store: Warehouse, minute: datetime, ranking_rows: list[dict] | None, price_rows: list[dict] | None):
+    """Write one minute's fetched datasets (None: that upstream was not fetched) as the pipeline would."""
     end = minute + timedelta(minutes=1)
     fetched = datetime.now(UTC)
-    store.replace_rankings(
-        minute,
-        end,
-        ranking_rows,
-        [Fetch(minute, "rankings", "cryptocompare", True, "latest", len(ranking_rows), 0, fetched)],
-    )
-    store.replace_prices(
-        minute, end, price_rows, [Fetch(minute, "prices", "coinmarketcap", True, "latest", len(price_rows), 0, fetched)]
-    )
-    store.merge_top_assets(minute, end, 200)
+    if ranking_rows is not None:
+        fetch = Fetch(minute, "rankings", "cryptocompare", True, "latest", len(ranking_rows), 0, fetched)
+        store.replace_rankings(minute, end, ranking_rows, [fetch])
+    if price_rows is not None:
+        fetch = Fetch(minute, "prices", "coinmarketcap", True, "latest", len(price_rows), 0, fetched)
+        store.replace_prices(minute, end, price_rows, [fetch])
+
+
+def seed_snapshot(store: Warehouse, minute: datetime, depth: int = 250) -> None:
+    """Store one minute as the pipeline would (rankings, prices, merge), from the emulated market."""
+    store_upstream(store, minute, *market_rows(minute, depth))
+    store.merge_top_assets(minute, minute + timedelta(minutes=1), 200)
 
 
 class ApiServer:

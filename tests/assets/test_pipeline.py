@@ -32,7 +32,7 @@ def resources(emulator_url: str, database_url: str, **overrides) -> dict:
             api_key=overrides.pop("cc_key", "test-key"), data_api_url=emulator_url, min_api_url=emulator_url, **client
         ),
         "warehouse": WarehouseResource(database_url=database_url),
-        "toplist": ToplistConfig(depth=200, ranking_depth=250, price_depth=1000, **overrides),
+        "toplist": ToplistConfig(**{"depth": 200, "ranking_depth": 250, "price_depth": 1000, **overrides}),
     }
 
 
@@ -131,6 +131,27 @@ def test_past_minute_rerun_is_identical_and_matches_emulator_history(materialize
     with store.engine.connect() as conn:
         modes = set(conn.execute(select(fetches.c.mode).where(fetches.c.minute == past)).scalars())
     assert modes == {"historical"}
+
+
+def test_a_minute_failing_a_blocking_check_is_not_published(materialize, emulator, database_url):
+    minute = this_minute()
+    store = Warehouse(database_url)
+    store.request_backfill(minute, max_pending=10)
+    store.set_backfill_status(minute, minute, "launched", run_id="earlier")
+    # 250 rows required of 250 ranked: the assets CryptoCompare knows no CMC id for make it fail.
+    result = materialize(minute, raise_on_error=False, depth=250, row_count_threshold=1.0)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "blocked by checks" in failure.event_specific_data.error.message
+    assert f"{minute:%Y-%m-%d %H:%M} failed row_count" in failure.event_specific_data.error.message
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"row_count": False, "ranks_contiguous": True, "unique_cmc_ids": True,
+                      "prices_positive": True, "top_100_match_rate": True}  # fmt: skip
+    assert not [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("top_assets")]
+    assert rows(store, snapshots, minute) == [] and rows(store, top_assets_table, minute) == []
+    assert len(rows(store, rankings, minute)) == 250  # the upstream data is kept for a re-run
+    request = store.backfill_request(minute)
+    assert request.status == "failed" and "row_count" in request.error
 
 
 def test_failing_source_leaves_the_other_recorded(materialize, emulator, database_url):

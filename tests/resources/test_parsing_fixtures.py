@@ -10,7 +10,12 @@ import pytest
 
 from crypto_pipeline.resources.coinmarketcap import check_cmc
 from crypto_pipeline.resources.cryptocompare import check_min_api
-from crypto_pipeline.resources.errors import UpstreamAuthError, UpstreamBadRequest, UpstreamRateLimited
+from crypto_pipeline.resources.errors import (
+    UpstreamAuthError,
+    UpstreamBadRequest,
+    UpstreamRateLimited,
+    UpstreamSchemaError,
+)
 from crypto_pipeline.resources.parsing import (
     CC_HISTO_V1,
     CC_HISTO_V2,
@@ -19,6 +24,7 @@ from crypto_pipeline.resources.parsing import (
     CC_TOTALVOLFULL,
     CMC_LISTINGS_LATEST,
     lookup,
+    parse_cmc_historical,
     parse_records,
 )
 from tests.conftest import FIXTURES
@@ -63,7 +69,8 @@ def test_cmc_listings_reject_missing_id_and_non_positive_price():
     parsed = parse_records(body, CMC_LISTINGS_LATEST)
     assert parsed.rejected == 3 and len(parsed.records) == 27
     assert by_id(parsed.records)[body["data"][3]["id"]].price_usd == 1.5
-    assert any("cmc_id" in reason for reason in parsed.reasons)
+    assert parsed.reasons[0].startswith("record 0: data[].id:")  # the upstream's field path
+    assert parsed.reasons[1].startswith("record 1: data[].quote.USD.price:")
 
 
 def test_cmc_missing_key_error_is_typed():
@@ -116,3 +123,18 @@ def test_cryptocompare_errors_with_http_200_are_detected():
         check_min_api(httpx.Response(200), load("cryptocompare_error_missing-param_explorecoindesk_2026-01-02.json"))
     with pytest.raises(UpstreamRateLimited, match="over your rate limit"):
         check_min_api(httpx.Response(200), load("cryptocompare_error_ratelimit_telliot-pr388_2021-01-26.json"))
+
+
+def test_every_record_rejected_is_an_error_naming_the_field_path():
+    body = load("cmc_listings_latest_nameissainath_2022-12-16.json")
+    for record in body["data"]:
+        record["quote"]["USD"]["price"] = None  # say the upstream renamed the field
+    with pytest.raises(UpstreamSchemaError, match=r"all 30 records rejected; field path data\[\]\.quote\.USD\.price"):
+        parse_records(body, CMC_LISTINGS_LATEST)
+
+
+def test_every_historical_quote_rejected_is_an_error_naming_the_field_path():
+    body = {"status": {"error_code": 0}, "data": {"1": {"id": 1, "symbol": "BTC", "name": "Bitcoin", "quotes": [
+        {"timestamp": "2026-11-27T12:00:00Z", "quote": {"USD": {"price": 0}}}]}}}  # fmt: skip
+    with pytest.raises(UpstreamSchemaError, match=r"field path data\.<id>\.quotes\[\]\.quote\.USD\.price"):
+        parse_cmc_historical(body)
