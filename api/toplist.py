@@ -15,6 +15,7 @@ import io
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from email.utils import format_datetime
 from typing import Annotated
 
@@ -29,7 +30,6 @@ from common.settings import Settings
 from warehouse.store import BackfillRequest, Snapshot, Warehouse
 
 CSV_HEADER = ("Rank", "Symbol", "Price USD")
-IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 class ToplistRow(BaseModel):
@@ -122,7 +122,7 @@ def render(snapshot: Snapshot, requested: datetime, rows: list[dict], fmt: str) 
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180
         writer.writerow(CSV_HEADER)
-        writer.writerows((r["rank"], r["symbol"], repr(r["price_usd"])) for r in rows)
+        writer.writerows((r["rank"], r["symbol"], plain_decimal(r["price_usd"])) for r in rows)
         body, media_type = buffer.getvalue().encode(), "text/csv; charset=utf-8"
     else:
         document = {
@@ -147,11 +147,27 @@ def render(snapshot: Snapshot, requested: datetime, rows: list[dict], fmt: str) 
     return Rendered(identity, representation(gzipped, media_type, f'"{tag}-gzip"', shared, "gzip"))
 
 
-def cache_control(snapshot: Snapshot, minute: datetime, is_now: bool, now: datetime) -> str:
-    """The caching policy of a served snapshot (the one place that decides it)."""
-    if snapshot.minute == minute and not is_now:
-        return IMMUTABLE
-    return f"public, max-age={max(1, 60 - now.second)}"  # "now", or a stand-in for a missing minute
+def plain_decimal(value: float) -> str:
+    """A float in positional notation with every digit it has (`0.00001234`, never `1.234e-05`)."""
+    return format(Decimal(repr(value)), "f")
+
+
+def cache_control(snapshot: Snapshot, minute: datetime, is_now: bool, now: datetime, settings: Settings) -> str:
+    """The caching policy of a served snapshot (the one place that decides it).
+
+    - "now" from the current minute's snapshot: until the next minute starts (it cannot be
+      replaced before then);
+    - a stand-in (an earlier minute served for one not stored yet, "now" in the first seconds of
+      a minute included): `no-cache`, so a cache revalidates with the ETag and picks up the
+      requested minute as soon as it is published;
+    - a stored past minute: `API_STORED_MAX_AGE_SECONDS`, then revalidation, since a re-run or
+      a range backfill can rewrite it (its ETag then changes).
+    """
+    if snapshot.minute != minute:
+        return "public, no-cache"
+    if is_now:
+        return f"public, max-age={max(1, 60 - now.second)}"
+    return f"public, max-age={settings.api_stored_max_age_seconds}, must-revalidate"
 
 
 def etag_matches(if_none_match: str, etag: str) -> bool:
@@ -258,10 +274,6 @@ class ToplistService:
         requested = query.moment or now
         if requested > now + timedelta(seconds=1):
             raise ProblemError(422, "Invalid parameter", f"datetime: {minute_url(requested)} is in the future")
-        if requested < settings.history_start:
-            raise ProblemError(
-                422, "Invalid parameter", f"datetime: history starts at {minute_url(settings.history_start)}"
-            )
         minute = minute_of(requested)
         snapshot = await self.snapshot_for(minute)
         if snapshot is None:
@@ -269,7 +281,7 @@ class ToplistService:
         fmt = query.format or ("csv" if accept and "text/csv" in accept.lower() else "json")
         rendered = await self.body(snapshot, minute, query.limit, fmt)
         chosen = rendered.gzip if rendered.gzip and encoding and "gzip" in encoding else rendered.identity
-        policy = (b"cache-control", cache_control(snapshot, minute, query.moment is None, now).encode())
+        policy = (b"cache-control", cache_control(snapshot, minute, query.moment is None, now, settings).encode())
         if if_none_match and etag_matches(if_none_match, chosen.etag):
             return Answer(304, [*chosen.not_modified_headers, policy], b"")
         return Answer(200, [*chosen.ok_headers, policy], chosen.body)
@@ -297,7 +309,7 @@ router = APIRouter()
         },
         202: {"model": BackfillStatus, "description": "Not stored yet: a backfill was requested (see Location)."},
         304: {"description": "Not modified (the If-None-Match request header matched the ETag)."},
-        **problem_responses(422, 429, 503),
+        **problem_responses(404, 422, 429, 503),
     },
 )
 async def get_toplist(
@@ -338,6 +350,13 @@ async def missing_snapshot(service: ToplistService, minute: datetime, is_now: bo
     if is_now:
         raise ProblemError(
             503, "No recent snapshot", "No snapshot in the last minutes: is the pipeline running?", retry
+        )
+    if minute < settings.history_start:  # every stored minute is served; only new backfills are bounded
+        raise ProblemError(
+            404,
+            "Not stored",
+            f"No snapshot is stored near {minute_url(minute)}, and backfills reach back to HISTORY_START "
+            f"({minute_url(settings.history_start)}) only.",
         )
     existing, _ = await service.db(service.store.request_backfill, minute, settings.backfill_max_pending)
     if existing is None:

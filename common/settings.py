@@ -76,6 +76,9 @@ class Settings(BaseSettings):
         default=180, ge=1, description="/readyz fails when the newest snapshot is older."
     )
     api_db_timeout_seconds: float = Field(default=2.0, gt=0, description="Database answer deadline before a 503.")
+    api_stored_max_age_seconds: int = Field(
+        default=60, ge=0, description="Cache lifetime of a stored past minute before revalidation (re-runs rewrite)."
+    )
     api_retry_after_seconds: int = Field(default=15, ge=1, description="Retry-After on 202 and 503 answers.")
     api_cache_entries: int = Field(default=2048, ge=0, description="Rendered bodies kept per process.")
     api_benchmark_body_bytes: int = Field(default=0, ge=0, description="Above 0, serve /_bench/static (benchmarks).")

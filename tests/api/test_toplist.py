@@ -8,7 +8,9 @@ from datetime import timedelta
 
 import pytest
 
+from api.toplist import render
 from tests.api.conftest import MARKET, seed_snapshot, this_minute
+from warehouse.store import Snapshot
 
 
 def iso(minute) -> str:
@@ -29,7 +31,7 @@ def test_json_envelope_and_headers(api, store):
     assert first["price_usd"] == asset.price(int(minute.timestamp() // 60)) and first["symbol"] == asset.cmc_symbol
     assert set(first) == {"rank", "symbol", "name", "cmc_id", "price_usd", "volume_24h_usd"}
     assert response.headers["x-snapshot-time"] == iso(minute)
-    assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert response.headers["cache-control"] == "public, max-age=60, must-revalidate"
     assert response.headers["etag"].startswith('"') and response.headers["last-modified"].endswith("GMT")
 
 
@@ -95,7 +97,7 @@ def test_missing_minute_within_tolerance_serves_the_previous_snapshot(api, store
         near = server.get("/", params={"datetime": iso(minute + timedelta(minutes=2)), "limit": 1})
         far = server.get("/", params={"datetime": iso(minute + timedelta(minutes=3)), "limit": 1})
     assert near.status_code == 200 and near.headers["x-snapshot-time"] == iso(minute)
-    assert "immutable" not in near.headers["cache-control"]
+    assert near.headers["cache-control"] == "public, no-cache"
     assert far.status_code == 202
 
 
@@ -134,7 +136,7 @@ def test_pending_backfills_are_bounded(api, store):
         ({"datetime": "yesterday-ish"}, 422),
         ({"datetime": "9999-12-31T00:00:00Z"}, 422),
         ({"datetime": "1e30"}, 422),
-        ({"datetime": "2001-01-01T00:00:00Z"}, 422),  # before the history start
+        ({"datetime": "2001-01-01T00:00:00Z"}, 404),  # not stored, and before the history start
         ({"format": "xml"}, 422),
         ({"unknown": "ignored"}, 200),
         ({"datetime": "9" * 5000}, 422),
@@ -146,10 +148,10 @@ def test_bad_input_is_a_problem_never_a_5xx(api, store, params, status):
     with api() as server:
         response = server.get("/", params=params)
     assert response.status_code == status
-    if status == 422:
+    if status in (404, 422):
         problem = response.json()
         assert response.headers["content-type"] == "application/problem+json"
-        assert problem["status"] == 422 and problem["title"] and problem["detail"]
+        assert problem["status"] == status and problem["title"] and problem["detail"]
     else:
         assert response.json()["count"] == (200 if "limit" in params else 100)
 
@@ -169,3 +171,14 @@ def test_health_readiness_and_metrics(api, store):
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     assert 'api_requests_total{path="/readyz",status="503"} 2.0' in metrics
     assert docs.status_code == redoc.status_code == 200
+
+
+def test_csv_prices_are_plain_decimals_with_full_precision():
+    snapshot = Snapshot(this_minute(), 0, 0, 0, "live", "coinmarketcap", this_minute(), this_minute())
+    prices = [10.0**e * m for e in range(-10, 7) for m in (1.0, 1.234, 9.87654321)] + [0.00001234, 91234.56]
+    rows = [{"rank": i, "symbol": "X", "price_usd": p} for i, p in enumerate(prices, start=1)]
+    text = render(snapshot, this_minute(), rows, "csv").identity.body.decode()
+    printed = [r[2] for r in list(csv.reader(io.StringIO(text)))[1:]]
+    assert printed[-2:] == ["0.00001234", "91234.56"] and printed[0] == "0.0000000001"
+    for value, shown in zip(prices, printed, strict=True):
+        assert "e" not in shown.lower() and float(shown) == value  # positional, and every digit kept
