@@ -18,6 +18,8 @@ RUN useradd --create-home --uid 10001 app && mkdir -p /opt/dagster/home && chown
 WORKDIR /app
 COPY --from=build --chown=app /app /app
 COPY --chown=app dagster.yaml workspace.yaml alembic.ini /opt/dagster/home/
+# Each service's logging file (docker-compose.yml mounts ./config/logging over it).
+COPY --chown=app config ./config
 ENV PATH=/app/.venv/bin:$PATH \
     DAGSTER_HOME=/opt/dagster/home \
     PYTHONUNBUFFERED=1

@@ -41,7 +41,7 @@ def engine_options(settings: Settings) -> dict:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging(settings)
+    configure_logging("api", settings)
     registry = CollectorRegistry()
 
     @asynccontextmanager

@@ -1,27 +1,104 @@
-"""Log handlers from settings: console and/or a file, one format everywhere."""
+"""Logging per service from its own `dictConfig` file (YAML), with the LOG_* variables on top.
+
+Each service ships a file under `config/logging/` (`api.yaml`, `pipeline.yaml`; the emulator
+reads `emulator.yaml` itself, as it imports nothing of the project). A setting selects another
+file (`API_LOG_CONFIG`, `PIPELINE_LOG_CONFIG`). `LOG_LEVEL` sets the level of every logger the
+file configures, `LOG_CONSOLE=false` drops the console handlers (`true` adds one if the file has
+none) and `LOG_FILE` redirects the file handlers (adds a rotating one if the file has none).
+`{pid}` in a filename becomes the process id, so two processes never write one file by default.
+"""
 
 from __future__ import annotations
 
-import logging
+import logging.config
+import os
+from pathlib import Path
+from typing import Any, Literal
 
-from common.settings import Settings
+import yaml
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from common.settings import PROJECT_ROOT, Settings
+
+Service = Literal["api", "pipeline"]
+STREAM_HANDLER = "logging.StreamHandler"
+FILE_HANDLER = "logging.handlers.RotatingFileHandler"
+ROTATION = {"maxBytes": 10 * 1024 * 1024, "backupCount": 3, "delay": True, "encoding": "utf-8"}
 
 
-def configure_logging(settings: Settings) -> None:
-    """Attach the configured handlers to our loggers (not the root: Dagster and uvicorn keep theirs)."""
-    handlers: list[logging.Handler] = []
-    if settings.log_console:
-        handlers.append(logging.StreamHandler())
-    if settings.log_file:
-        settings.log_file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(settings.log_file))
-    for name in ("crypto_pipeline", "api", "warehouse"):
-        logger = logging.getLogger(name)
-        logger.setLevel(settings.log_level.upper())
-        logger.handlers = []
-        for handler in handlers:
-            handler.setFormatter(logging.Formatter(FORMAT))
-            logger.addHandler(handler)
-        logger.propagate = False
+class LogConfigError(ValueError):
+    """A logging file that cannot be read or is not a dictConfig mapping."""
+
+
+def config_path(path: Path) -> Path:
+    """A relative path is looked up from the working directory, then from the project root."""
+    if path.is_absolute() or path.exists():
+        return path
+    return PROJECT_ROOT / path
+
+
+def load(path: Path) -> dict[str, Any]:
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise LogConfigError(f"logging configuration {path}: {error}") from None
+    if not isinstance(config, dict) or config.get("version") != 1:
+        raise LogConfigError(f"logging configuration {path}: expected a dictConfig mapping with 'version: 1'")
+    return config
+
+
+def with_overrides(
+    config: dict[str, Any], *, level: str | None, console: bool | None, file: Path | None, keep_files: bool = True
+) -> dict[str, Any]:
+    """`config` with the LOG_* overrides applied and `{pid}` expanded in filenames."""
+    handlers: dict[str, dict] = config.setdefault("handlers", {})
+    loggers: dict[str, dict] = config.setdefault("loggers", {})
+
+    def drop(names: set[str]) -> None:
+        for name in names:
+            handlers.pop(name, None)
+        for logger in (*loggers.values(), config.get("root") or {}):
+            logger["handlers"] = [h for h in logger.get("handlers", []) if h not in names]
+
+    def attach_everywhere(name: str, handler: dict) -> None:
+        formatter = next(iter(config.get("formatters", {})), None)
+        handlers[name] = handler | ({"formatter": formatter} if formatter else {})
+        for logger in loggers.values():
+            logger.setdefault("handlers", []).append(name)
+
+    consoles = {name for name, h in handlers.items() if h.get("class") == STREAM_HANDLER}
+    if console is False:
+        drop(consoles)
+    elif console and not consoles:
+        attach_everywhere("log_console", {"class": STREAM_HANDLER, "stream": "ext://sys.stderr"})
+    files = {name for name, h in handlers.items() if "filename" in h}
+    if not keep_files and file is None:
+        drop(files)
+    elif file is not None:
+        for name in files:
+            handlers[name]["filename"] = str(file)
+        if not files:
+            attach_everywhere("log_file", {"class": FILE_HANDLER, "filename": str(file), **ROTATION})
+    for handler in handlers.values():
+        if "filename" in handler:
+            path = Path(str(handler["filename"]).replace("{pid}", str(os.getpid())))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handler["filename"] = str(path)
+    if level:
+        for logger in (*loggers.values(), *([config["root"]] if config.get("root") else [])):
+            logger["level"] = level.upper()
+    return config
+
+
+def configure_logging(service: Service, settings: Settings, *, keep_files: bool = True) -> dict[str, Any]:
+    """Apply the service's logging file and the LOG_* overrides; return the configuration applied.
+
+    `keep_files=False` drops the file handlers (unless LOG_FILE asks for one): Dagster's run
+    workers use it, since Dagster keeps their lines in the run's logs.
+    """
+    path = config_path(settings.api_log_config if service == "api" else settings.pipeline_log_config)
+    config = with_overrides(
+        load(path), level=settings.log_level, console=settings.log_console, file=settings.log_file,
+        keep_files=keep_files,
+    )  # fmt: skip
+    logging.config.dictConfig(config)
+    return config

@@ -91,10 +91,14 @@ class Settings(BaseSettings):
     backfill_max_minutes_per_run: int = Field(default=120, ge=1, description="Adjacent requested minutes per run.")
     backfill_max_runs_per_tick: int = Field(default=10, ge=1, description="Backfill runs the sensor starts per tick.")
 
-    # Logging
-    log_level: str = "INFO"
-    log_file: Path | None = None
-    log_console: bool = True
+    # Logging: each service's dictConfig file; the LOG_* variables override what it says.
+    api_log_config: Path = Field(default=Path("config/logging/api.yaml"), description="The API's logging file.")
+    pipeline_log_config: Path = Field(
+        default=Path("config/logging/pipeline.yaml"), description="The code location's and runs' logging file."
+    )
+    log_level: str | None = Field(default=None, description="Overrides the level of every configured logger.")
+    log_file: Path | None = Field(default=None, description="Redirects the file handlers here ({pid} allowed).")
+    log_console: bool | None = Field(default=None, description="false drops the console handlers, true adds one.")
 
     @property
     def uses_emulator(self) -> bool:

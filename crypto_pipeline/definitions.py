@@ -4,6 +4,7 @@ Secrets are wired with EnvVar so their values never enter run config or the UI; 
 comes from the settings module (environment variables, see README).
 """
 
+import multiprocessing
 import os
 
 import dagster as dg
@@ -20,7 +21,9 @@ from crypto_pipeline.schedules import backfill_snapshots_job, every_minute, minu
 from crypto_pipeline.sensors import backfill_failed_sensor, build_backfill_requests_sensor
 
 settings = get_settings()
-configure_logging(settings)
+# A run worker (a child process of the code server) keeps no log file: Dagster keeps its lines
+# in the run's logs (python_logs in the instance config), and a file per run would pile up.
+configure_logging("pipeline", settings, keep_files=multiprocessing.parent_process() is None)
 
 
 def api_key(variable: str) -> str | dg.EnvVar:

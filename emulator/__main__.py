@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import logging.config
+import os
+from pathlib import Path
+
+import yaml
 
 from emulator.faults import ENDPOINTS, FAULT_KINDS, Fault, FaultBoard, parse_fault_option
 from emulator.market import Market
 from emulator.server import Emulator, make_server
+
+LOG_CONFIG = Path("config/logging/emulator.yaml")
+
+
+def configure_logging(path: Path, level: str | None) -> None:
+    """dictConfig from the YAML file; `{pid}` in a filename becomes the process id; `level` overrides."""
+    if not path.is_absolute() and not path.exists():
+        path = Path(__file__).resolve().parent.parent / path
+    config = yaml.safe_load(path.read_text())
+    for handler in config.get("handlers", {}).values():
+        if "filename" in handler:
+            handler["filename"] = str(handler["filename"]).replace("{pid}", str(os.getpid()))
+            Path(handler["filename"]).parent.mkdir(parents=True, exist_ok=True)
+    for logger in config.get("loggers", {}).values() if level else ():
+        logger["level"] = level.upper()
+    logging.config.dictConfig(config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["basic", "hobbyist", "startup", "standard", "professional", "enterprise"],
         help="CMC plan; 'basic' gets error 1006 on historical endpoints (default: %(default)s)",
     )
-    parser.add_argument("--log-level", default="INFO", help="default: %(default)s")
+    parser.add_argument(
+        "--log-config",
+        type=Path,
+        default=Path(os.environ.get("EMULATOR_LOG_CONFIG") or LOG_CONFIG),
+        help="logging file, dictConfig in YAML (default: $EMULATOR_LOG_CONFIG or %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level", default=os.environ.get("LOG_LEVEL"), help="overrides the file's levels (default: $LOG_LEVEL)"
+    )
     return parser
 
 
@@ -54,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if not 1 <= args.universe <= 100_000:
         raise SystemExit("--universe must be between 1 and 100000")
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(args.log_config, args.log_level)
     faults = FaultBoard(seed=args.seed)
     for option in args.fault:
         try:

@@ -19,8 +19,10 @@ import pdoc.render
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "build" / "docs"
 PACKAGES = ("api", "common", "crypto_pipeline", "emulator", "scripts", "warehouse")
-# A qualified project name inside <code> that pdoc could not turn into a link.
-UNRESOLVED = re.compile(r"<code>((?:" + "|".join(PACKAGES) + r")(?:\.\w+)+)(?:\(\))?</code>")
+# A qualified project name inside <code> that pdoc could not turn into a link (not a file name).
+UNRESOLVED = re.compile(
+    r"<code>((?:" + "|".join(PACKAGES) + r")(?:\.\w+)+)(?<!\.yaml)(?<!\.toml)(?<!\.py)(?<!\.db)(?:\(\))?</code>"
+)
 
 
 def build(output: Path = OUTPUT) -> list[str]:

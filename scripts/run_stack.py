@@ -24,7 +24,12 @@ from common.settings import get_settings
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data"
 LOCAL_INSTANCE = """\
-# Local Dagster instance for `make run`: SQLite storage in this folder (the default).
+# Local Dagster instance for `make run` (written by scripts/run_stack.py): SQLite storage in
+# this folder (the default); the project's loggers show in each run's logs, as in dagster.yaml.
+python_logs:
+  managed_python_loggers:
+    - crypto_pipeline
+    - warehouse
 telemetry:
   enabled: false
 """
@@ -71,8 +76,9 @@ class Stack:
     def start(self) -> None:
         home = Path(self.env["DAGSTER_HOME"])
         home.mkdir(parents=True, exist_ok=True)
-        if not (home / "dagster.yaml").exists():
-            (home / "dagster.yaml").write_text(LOCAL_INSTANCE)
+        instance_config = home / "dagster.yaml"
+        if not instance_config.exists() or instance_config.read_text() != LOCAL_INSTANCE:
+            instance_config.write_text(LOCAL_INSTANCE)
         subprocess.run([sys.executable, "-m", "warehouse", "upgrade"], cwd=ROOT, env=self.env, check=True)
         if self.with_emulator:
             self.spawn(sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", str(self.emulator_port))

@@ -122,6 +122,7 @@ class UpstreamHttp:
         return self.retrying(self._get_once, path, params, validate)
 
     def _get_once(self, path: str, params: dict[str, Any], validate: Callable[[Any], None] | None) -> Reply:
+        log.debug("%s: GET %s %s", self.upstream, path, params)  # keys travel in headers, never logged
         try:
             response = self.client.get(path, params=params)
         except httpx.TimeoutException as error:
