@@ -1,8 +1,8 @@
-"""The ASGI hot path for stored snapshots, in front of FastAPI's router.
+"""The ASGI hot path for stored snapshots, in front of FastAPI.
 
 `GET /` with a query string FastAPI has already validated (ToplistService.queries) is answered
 here from the cached, pre-rendered and pre-compressed snapshot with precomputed headers: no
-routing, no dependency solving, no validation, no Request object. The answer comes from the
+middleware stack, no routing, no dependency solving, no validation, no Request object. The answer comes from the
 same `ToplistService.answer` the FastAPI route calls, so both paths send the same bytes.
 Everything else falls through to FastAPI: a query string seen for the first time, a minute
 not stored (backfills), every other route. Other routes are compressed by Starlette's
@@ -11,18 +11,19 @@ GZipMiddleware; `GET /` answers carry their own encoding, so they bypass it.
 
 from __future__ import annotations
 
+from fastapi import FastAPI
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from api.problems import ProblemError, problem_response
-from api.toplist import GZIP_MINIMUM_BYTES, NotStored, ToplistService
+from api.toplist import GZIP_MINIMUM_BYTES, NotStored, ToplistService, get_toplist, router
 
 
 class FastPath:
-    def __init__(self, app: ASGIApp, route: BaseRoute, enabled: bool = True) -> None:
-        self.app, self.route, self.enabled = app, route, enabled
+    def __init__(self, app: FastAPI, enabled: bool = True) -> None:
+        self.app, self.enabled = app, enabled
         self.compressed = GZipMiddleware(app, minimum_size=GZIP_MINIMUM_BYTES)
+        self.route = next(route for route in router.routes if getattr(route, "endpoint", None) is get_toplist)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/":
@@ -32,7 +33,7 @@ class FastPath:
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Answer from a stored snapshot; False when FastAPI has to (new query string, minute not stored)."""
-        service: ToplistService = scope["app"].state.toplist
+        service: ToplistService = self.app.state.toplist
         query = service.queries.get(scope["query_string"])
         if query is None:
             return False

@@ -17,7 +17,7 @@ from api import problems
 from api.fastpath import FastPath
 from api.metrics import Metrics
 from api.problems import ProblemError, problem_responses
-from api.toplist import Service, ToplistService, get_toplist, router
+from api.toplist import Service, ToplistService, router
 from common.logs import configure_logging
 from common.settings import Settings, get_settings
 from warehouse.store import Warehouse
@@ -39,8 +39,15 @@ def engine_options(settings: Settings) -> dict:
     }
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> Metrics:
+    """The served ASGI app: metrics, then the fast path for stored snapshots, in front of FastAPI."""
     settings = settings or get_settings()
+    api = create_api(settings)
+    return Metrics(FastPath(api, enabled=settings.api_fast_path), api.state.registry)
+
+
+def create_api(settings: Settings) -> FastAPI:
+    """The FastAPI app: every route, validation, problem answers, the OpenAPI document and /docs."""
     configure_logging("api", settings)
     registry = CollectorRegistry()
 
@@ -56,12 +63,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         summary="The top N crypto assets by 24h volume, with USD price, at any minute.",
         lifespan=lifespan,
+        # FastAPI's native OpenTelemetry looks up the global providers on every request (several
+        # microseconds); this API exports Prometheus metrics instead (api/metrics.py).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    app.state.registry = registry
     problems.install(app)
     app.include_router(router)
-    toplist_route = next(route for route in router.routes if getattr(route, "endpoint", None) is get_toplist)
-    app.add_middleware(FastPath, route=toplist_route, enabled=settings.api_fast_path)  # also gzips other routes
-    app.add_middleware(Metrics, registry=registry)  # outermost: counts every answer, fast path or not
 
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> dict[str, str]:

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -87,6 +88,8 @@ GZIP_MINIMUM_BYTES = 1024  # smaller bodies are sent as they are (the GZipMiddle
 VARY = "Accept, Accept-Encoding"
 
 RawHeaders = list[tuple[bytes, bytes]]
+RESOLVE_SECONDS = 1.0  # how long a query keeps its snapshot: a new one may land any second
+MEMO_ENTRIES = 4096
 
 
 @dataclass(frozen=True)
@@ -193,13 +196,36 @@ class ToplistQuery:
         return cls(min(limit or settings.api_default_limit, settings.toplist_depth), moment, fmt)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # built per request: not frozen, which would cost a microsecond more
 class Answer:
     """A complete HTTP answer: the FastAPI route and the ASGI fast path send exactly these bytes."""
 
     status: int
     headers: RawHeaders
     body: bytes
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The snapshot and rendered body that serve a query and format, until `until` (time.monotonic)."""
+
+    minute: datetime
+    snapshot: Snapshot
+    rendered: Rendered
+    until: float
+
+
+class Memo(dict):
+    """A dict that forgets everything when full: lookups at C speed on the hot path, bounded memory."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def __setitem__(self, key, value) -> None:
+        if len(self) >= self.capacity and key not in self:
+            self.clear()
+        super().__setitem__(key, value)
 
 
 class NotStored(Exception):
@@ -218,7 +244,8 @@ class ToplistService:
         self.tolerance = timedelta(minutes=settings.api_tolerance_minutes) + timedelta(minutes=1)
         self.bodies: LRUCache = LRUCache(maxsize=max(1, settings.api_cache_entries))
         self.resolved: TTLCache = TTLCache(maxsize=4096, ttl=1.0)  # a new snapshot may land any second
-        self.queries: LRUCache = LRUCache(maxsize=4096)  # raw query string -> ToplistQuery FastAPI validated
+        self.resolutions = Memo(MEMO_ENTRIES)  # (ToplistQuery, format) -> Resolved
+        self.queries = Memo(MEMO_ENTRIES)  # raw query string -> the ToplistQuery FastAPI validated from it
 
     async def db(self, fn, *args):
         """Run a warehouse call in the threadpool under the configured deadline."""
@@ -259,6 +286,23 @@ class ToplistService:
         key = (snapshot.minute, snapshot.created_at, requested if fmt == "json" else None, limit, fmt)
         return await self.single_flight(self.bodies, key, compute)
 
+    async def resolve(self, query: ToplistQuery, fmt: str) -> Resolved:
+        """Which snapshot serves the query now (422 for a future moment, NotStored for none)."""
+        clock, now = time.monotonic(), datetime.now(UTC)
+        requested = query.moment or now
+        if requested > now + timedelta(seconds=1):
+            raise ProblemError(422, "Invalid parameter", f"datetime: {minute_url(requested)} is in the future")
+        minute = minute_of(requested)
+        snapshot = await self.snapshot_for(minute)
+        if snapshot is None:
+            raise NotStored(minute)
+        rendered = await self.body(snapshot, minute, query.limit, fmt)
+        keep = RESOLVE_SECONDS
+        if query.moment is None:  # "now" moves to the next minute at its start
+            keep = min(keep, (minute + timedelta(minutes=1) - now).total_seconds())
+        resolved = self.resolutions[query, fmt] = Resolved(minute, snapshot, rendered, clock + keep)
+        return resolved
+
     async def answer(self, query: ToplistQuery, headers: RawHeaders) -> Answer:
         """The answer to `GET /` from a stored snapshot, given the request's raw headers; NotStored if none."""
         accept = encoding = if_none_match = None
@@ -269,19 +313,17 @@ class ToplistService:
                 encoding = encoding or value.decode("latin-1")
             elif name == b"if-none-match":
                 if_none_match = if_none_match or value.decode("latin-1")
-        settings = self.settings
-        now = datetime.now(UTC)
-        requested = query.moment or now
-        if requested > now + timedelta(seconds=1):
-            raise ProblemError(422, "Invalid parameter", f"datetime: {minute_url(requested)} is in the future")
-        minute = minute_of(requested)
-        snapshot = await self.snapshot_for(minute)
-        if snapshot is None:
-            raise NotStored(minute)
         fmt = query.format or ("csv" if accept and "text/csv" in accept.lower() else "json")
-        rendered = await self.body(snapshot, minute, query.limit, fmt)
+        resolved = self.resolutions.get((query, fmt))
+        if resolved is None or resolved.until <= time.monotonic():
+            resolved = await self.resolve(query, fmt)
+        rendered = resolved.rendered
         chosen = rendered.gzip if rendered.gzip and encoding and "gzip" in encoding else rendered.identity
-        policy = (b"cache-control", cache_control(snapshot, minute, query.moment is None, now, settings).encode())
+        now = datetime.now(UTC)
+        policy = (
+            b"cache-control",
+            cache_control(resolved.snapshot, resolved.minute, query.moment is None, now, self.settings).encode(),
+        )
         if if_none_match and etag_matches(if_none_match, chosen.etag):
             return Answer(304, [*chosen.not_modified_headers, policy], b"")
         return Answer(200, [*chosen.ok_headers, policy], chosen.body)

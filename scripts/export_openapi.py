@@ -8,12 +8,12 @@ import sys
 
 import yaml
 
-from api.main import create_app
+from api.main import create_api
 from common.settings import Settings
 
 
 def main() -> None:
-    spec = create_app(Settings(database_url="sqlite://")).openapi()
+    spec = create_api(Settings(database_url="sqlite://")).openapi()
     yaml.safe_dump(spec, sys.stdout, sort_keys=False, allow_unicode=True, width=100)
 
 
