@@ -13,7 +13,7 @@ ENDPOINTS = (
     "cc_histominute",
     "cc_histohour",
 )
-FAULT_KINDS = ("server_error", "unavailable", "rate_limited", "timeout", "malformed", "truncated")
+FAULT_KINDS = ("server_error", "unavailable", "rate_limited", "quota_exhausted", "timeout", "malformed", "truncated")
 
 
 @dataclass

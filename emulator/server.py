@@ -375,7 +375,7 @@ class Emulator:
                 cmc_error(status, 500, "Internal server error") if cmc else cc_data_error(status, 500, "Internal error")
             )
             return status, json.dumps(error.body).encode(), {}
-        if kind == "rate_limited":
+        if kind == "rate_limited" or (kind == "quota_exhausted" and not min_api):
             if cmc:
                 msg = "You've exceeded your API Key's HTTP request rate limit. Rate limits reset every minute."
                 return 429, json.dumps(cmc_error(429, 1008, msg).body).encode(), retry
@@ -384,6 +384,13 @@ class Emulator:
                 return 200, json.dumps(error.body).encode(), {}
             error = cc_data_error(429, 99, "You are over your rate limit please upgrade your account!")
             return 429, json.dumps(error.body).encode(), {**retry, "X-Ratelimit-Remaining": "0"}
+        if kind == "quota_exhausted" and min_api:
+            # The day's calls are used up (the free tier's 7,500): Type 99 with HTTP 200, as captured.
+            calls = {"second": 1, "minute": 11, "hour": 485, "day": 7500, "month": 82758, "total_calls": 82758}
+            limits = {"second": 20, "minute": 300, "hour": 3000, "day": 7500, "month": 100000}
+            error = cc_min_error("You are over your rate limit please upgrade your account!", 99,
+                                 RateLimit={"calls_made": calls, "max_calls": limits})  # fmt: skip
+            return 200, json.dumps(error.body).encode(), {}
         if kind == "malformed":
             return 200, json.dumps(body).encode()[: max(10, len(json.dumps(body)) // 3)], {}
         if kind == "truncated":

@@ -1,60 +1,22 @@
-"""CryptoCompare / CoinDesk Data: the data-api toplist for live minutes, min-api history for past ones."""
+"""CryptoCompare / CoinDesk Data: the ranking for live minutes, min-api history bars for past ones.
+
+The endpoints are source files (`crypto_pipeline/sources/cc_*.yaml`); this resource picks the
+ranking source and asks for the bars of one symbol.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from pydantic import Field
 
 from common.settings import CRYPTOCOMPARE_DATA_API_LIVE_URL, CRYPTOCOMPARE_MIN_API_LIVE_URL
-from crypto_pipeline.resources.errors import (
-    UpstreamAuthError,
-    UpstreamBadRequest,
-    UpstreamError,
-    UpstreamMalformed,
-    UpstreamRateLimited,
-    UpstreamSchemaError,
-)
-from crypto_pipeline.resources.http import Check, UpstreamHttp, UpstreamResource, raise_for_http_status
-from crypto_pipeline.resources.parsing import CC_HISTO_V2, CC_TOP_LIST, HistoryBar, RankingRecord, lookup, parse_records
+from crypto_pipeline.resources.errors import UpstreamMalformed, UpstreamSchemaError
+from crypto_pipeline.resources.parsing import HistoryBar
+from crypto_pipeline.resources.sources import Fetched, SourceResource, search
 
-UPSTREAM = "CryptoCompare"
-KEY_SETTING = "CRYPTOCOMPARE_API_KEY"
-VOLUME_SORT = "SPOT_MOVING_24_HOUR_QUOTE_VOLUME_USD"
 HISTO_MAX_LIMIT = 2000
-
-
-def check_data_api(response: httpx.Response, body: Any) -> None:
-    """data-api errors: a non-empty `Err` object, usually with a 4xx/5xx status."""
-    err = lookup(body, "Err")
-    if not err and response.status_code < 400:
-        return
-    message = (err or {}).get("message") or f"HTTP {response.status_code}"
-    raise_for_http_status(UPSTREAM, response, message, KEY_SETTING)
-    raise UpstreamError(UPSTREAM, message, status=response.status_code)
-
-
-def check_min_api(response: httpx.Response, body: Any) -> None:
-    """min-api errors come with HTTP 200 and `Response: Error`: read the body, not the status."""
-    if isinstance(body, dict) and body.get("Response") == "Error":
-        message, kind = body.get("Message") or "unknown error", body.get("Type")
-        if kind == 99:
-            raise UpstreamRateLimited(UPSTREAM, message, code=kind)
-        if kind == 1:
-            raise UpstreamAuthError(UPSTREAM, f"{message}; check {KEY_SETTING}", code=kind)
-        param = body.get("ParamWithError")
-        raise UpstreamBadRequest(UPSTREAM, message + (f" (parameter {param})" if param else ""), code=kind)
-    raise_for_http_status(UPSTREAM, response, f"HTTP {response.status_code}", KEY_SETTING)
-
-
-@dataclass
-class RankingFetch:
-    records: list[RankingRecord]
-    rejected: int = 0
-    reasons: list[str] = field(default_factory=list)
-    emulated: bool = False
 
 
 @dataclass
@@ -63,51 +25,22 @@ class HistoryFetch:
     emulated: bool = False
 
 
-class CryptoCompareResource(UpstreamResource):
+class CryptoCompareResource(SourceResource):
     """CryptoCompare client. The key travels only in the `authorization: Apikey …` header."""
 
-    api_key: str = Field(description="CryptoCompare key; wire it with EnvVar('CRYPTOCOMPARE_API_KEY').")
     data_api_url: str = CRYPTOCOMPARE_DATA_API_LIVE_URL
     min_api_url: str = CRYPTOCOMPARE_MIN_API_LIVE_URL
     page_size: int = Field(default=100, ge=10, le=100)
+    ranking_source: str = Field(default="cc_top_list", description="The source file of the live ranking.")
 
-    def _http(self, base_url: str, check: Check) -> UpstreamHttp:
-        headers = {"authorization": f"Apikey {self.api_key}"} if self.api_key else {}
-        return self.http(UPSTREAM, base_url, headers, check)
+    def base_urls(self) -> dict[str, str]:
+        return {"cryptocompare_data_api_url": self.data_api_url, "cryptocompare_min_api_url": self.min_api_url}
 
-    def top_by_volume(self, depth: int) -> RankingFetch:
-        """The top `depth` assets by 24h spot volume in USD, pages fetched concurrently."""
-        pages = range(1, -(-depth // self.page_size) + 1)
-
-        def fetch_page(page: int):
-            def not_truncated(body: Any) -> None:
-                items, total = lookup(body, "Data.LIST"), lookup(body, "Data.STATS.TOTAL_ASSETS")
-                offset = (page - 1) * self.page_size
-                expected = self.page_size if total is None else min(self.page_size, max(0, int(total) - offset))
-                if isinstance(items, list) and len(items) < expected:
-                    raise UpstreamMalformed(UPSTREAM, f"toplist page {page} had {len(items)} of {expected} records")
-
-            params = {
-                "page": page,
-                "page_size": self.page_size,
-                "sort_by": VOLUME_SORT,
-                "sort_direction": "DESC",
-                "toplist_quote_asset": "USD",
-                "groups": "ID,BASIC,PRICE,VOLUME,TOPLIST_RANK",
-            }
-            return http.get(CC_TOP_LIST.path, params, not_truncated)
-
-        with self._http(self.data_api_url, check_data_api) as http:
-            replies = list(http.map_concurrently(fetch_page, pages))
-        fetch = RankingFetch(records=[])
-        for page, reply in zip(pages, replies, strict=True):
-            parsed = parse_records(reply.body, CC_TOP_LIST, first_rank=(page - 1) * self.page_size + 1)
-            fetch.records.extend(parsed.records)
-            fetch.rejected += parsed.rejected
-            fetch.reasons.extend(parsed.reasons)
-            fetch.emulated |= reply.emulated
-        fetch.records = [r for r in fetch.records if r.rank <= depth]
-        return fetch
+    def top_by_volume(self, depth: int) -> Fetched:
+        """The top `depth` assets by 24h volume in USD, pages fetched concurrently."""
+        client = self.client(self.ranking_source)
+        with self.open(client) as http:
+            return client.fetch_list(http, depth, self.page_size)
 
     def history(self, symbol: str, to_ts: int, limit: int, *, hourly: bool = False) -> HistoryFetch:
         """`limit + 1` USD bars of `symbol` ending with the bucket that holds `to_ts` (unix s).
@@ -116,19 +49,19 @@ class CryptoCompareResource(UpstreamResource):
         """
         if not 1 <= limit <= HISTO_MAX_LIMIT:
             raise ValueError(f"limit must be 1..{HISTO_MAX_LIMIT}")
-        path = "/data/v2/histohour" if hourly else "/data/v2/histominute"
-        params = {"fsym": symbol, "tsym": "USD", "limit": limit, "toTs": to_ts}
+        client = self.client("cc_histohour" if hourly else "cc_histominute")
+        path = client.source.path
 
         def complete(body: Any) -> None:
-            bars = lookup(body, CC_HISTO_V2.records)
+            bars = search(client.source.records, body)
             if isinstance(bars, list) and len(bars) != limit + 1:
-                raise UpstreamMalformed(UPSTREAM, f"{path} for {symbol}: {len(bars)} of {limit + 1} bars")
+                raise UpstreamMalformed(client.source.provider, f"{path} for {symbol}: {len(bars)} of {limit + 1} bars")
 
-        with self._http(self.min_api_url, check_min_api) as http:
-            reply = http.get(path, params, complete)
-        parsed = parse_records(reply.body, CC_HISTO_V2)
+        with self.open(client) as http:
+            reply = client.get(http, {"fsym": symbol, "limit": limit, "toTs": to_ts}, complete)
+        parsed = client.parse(reply.body)
         if parsed.rejected:
             raise UpstreamSchemaError(
-                UPSTREAM, f"{path} for {symbol}: {parsed.rejected} bad bars ({parsed.reasons[0]})"
+                client.source.provider, f"{path} for {symbol}: {parsed.rejected} bad bars ({parsed.reasons[0]})"
             )
         return HistoryFetch(bars=parsed.records, emulated=reply.emulated)

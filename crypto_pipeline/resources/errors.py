@@ -43,6 +43,10 @@ class UpstreamPlanError(UpstreamError):
     """The key's subscription plan does not include this endpoint (CMC error 1006 and friends)."""
 
 
+class UpstreamQuotaExhausted(UpstreamError):
+    """The key's day or month allowance is spent: retrying in seconds cannot help, the message says until when."""
+
+
 class UpstreamBadRequest(UpstreamError):
     """The upstream rejected a parameter; a bug or a configuration error on our side."""
 

@@ -1,4 +1,4 @@
-"""Every genuine captured payload (tests/fixtures/upstream, see SOURCES.md) through the parsers."""
+"""Every genuine captured payload (tests/fixtures/upstream, see SOURCES.md) through the source files."""
 
 from __future__ import annotations
 
@@ -8,26 +8,19 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from crypto_pipeline.resources.coinmarketcap import check_cmc
-from crypto_pipeline.resources.cryptocompare import check_min_api
 from crypto_pipeline.resources.errors import (
     UpstreamAuthError,
     UpstreamBadRequest,
+    UpstreamQuotaExhausted,
     UpstreamRateLimited,
     UpstreamSchemaError,
 )
-from crypto_pipeline.resources.parsing import (
-    CC_HISTO_V1,
-    CC_HISTO_V2,
-    CC_TOP_LIST,
-    CC_TOPTIERVOL,
-    CC_TOTALVOLFULL,
-    CMC_LISTINGS_LATEST,
-    lookup,
-    parse_cmc_historical,
-    parse_records,
-)
+from crypto_pipeline.resources.sources import SOURCES_DIR, SourceClient, search, sources_in
 from tests.conftest import FIXTURES
+
+
+def client(name: str) -> SourceClient:
+    return SourceClient(sources_in(str(SOURCES_DIR))[name])
 
 
 def load(name: str):
@@ -39,7 +32,7 @@ def by_id(records, attr="cmc_id"):
 
 
 def test_cmc_listings_2022_default_sort():
-    parsed = parse_records(load("cmc_listings_latest_nameissainath_2022-12-16.json"), CMC_LISTINGS_LATEST)
+    parsed = client("cmc_listings_latest").parse(load("cmc_listings_latest_nameissainath_2022-12-16.json"))
     assert parsed.rejected == 0 and len(parsed.records) == 30
     btc = by_id(parsed.records)[1]
     assert (btc.symbol, btc.name) == ("BTC", "Bitcoin")
@@ -51,13 +44,13 @@ def test_cmc_listings_2022_default_sort():
 
 def test_cmc_listings_2020_sorted_by_volume_without_newer_fields():
     body = load("cmc_listings_latest_sort-volume24h_glartir_2020-06-30.json")
-    parsed = parse_records(body, CMC_LISTINGS_LATEST)
+    parsed = client("cmc_listings_latest").parse(body)
     assert parsed.rejected == 0 and len(parsed.records) == 10
     assert [r.cmc_id for r in parsed.records[:3]] == [825, 1, 1027]  # list order, not cmc_rank
     btc = by_id(parsed.records)[1]
     assert btc.price_usd == pytest.approx(9188.66264947)
     assert btc.last_updated == datetime(2020, 6, 30, 9, 40, 26, tzinfo=UTC)
-    assert lookup(body, "status.total_count") is None
+    assert search("status.total_count", body) is None
 
 
 def test_cmc_listings_reject_missing_id_and_non_positive_price():
@@ -66,7 +59,7 @@ def test_cmc_listings_reject_missing_id_and_non_positive_price():
     body["data"][1]["quote"]["USD"]["price"] = 0
     body["data"][2]["quote"]["USD"]["price"] = "-1"
     body["data"][3]["quote"]["USD"]["price"] = "1.5"  # a string number is fine
-    parsed = parse_records(body, CMC_LISTINGS_LATEST)
+    parsed = client("cmc_listings_latest").parse(body)
     assert parsed.rejected == 3 and len(parsed.records) == 27
     assert by_id(parsed.records)[body["data"][3]["id"]].price_usd == 1.5
     assert parsed.reasons[0].startswith("record 0: data[].id:")  # the upstream's field path
@@ -76,11 +69,11 @@ def test_cmc_listings_reject_missing_id_and_non_positive_price():
 def test_cmc_missing_key_error_is_typed():
     body = load("cmc_error_1002-missing-key_coinmarketcapr-issue24_2020-03-23.json")
     with pytest.raises(UpstreamAuthError, match="API key missing.*1002.*CMC_API_KEY"):
-        check_cmc(httpx.Response(401), body)
+        client("cmc_listings_latest").check(httpx.Response(401), body)
 
 
 def test_cryptocompare_documented_top_list_example():
-    parsed = parse_records(load("cryptocompare_asset_toplist_DOCUMENTED-EXAMPLE_not-genuine.json"), CC_TOP_LIST, 1)
+    parsed = client("cc_top_list").parse(load("cryptocompare_asset_toplist_DOCUMENTED-EXAMPLE_not-genuine.json"))
     (btc,) = parsed.records
     assert (btc.rank, btc.cc_id, btc.symbol, btc.cmc_id) == (1, 1, "BTC", 1)
     assert btc.price_usd == pytest.approx(102564.643975363)
@@ -88,7 +81,7 @@ def test_cryptocompare_documented_top_list_example():
 
 
 def test_cryptocompare_totalvolfull_2020():
-    parsed = parse_records(load("cryptocompare_totalvolfull_cryptofreek_2020-01-18.json"), CC_TOTALVOLFULL, 1)
+    parsed = client("cc_totalvolfull").parse(load("cryptocompare_totalvolfull_cryptofreek_2020-01-18.json"))
     assert parsed.rejected == 0 and len(parsed.records) == 10
     btc = parsed.records[0]
     assert (btc.rank, btc.cc_id, btc.symbol, btc.cmc_id) == (1, 1182, "BTC", None)  # min-api has no CMC id
@@ -97,22 +90,12 @@ def test_cryptocompare_totalvolfull_2020():
     assert [r.symbol for r in parsed.records[:3]] == ["BTC", "BCH", "ETH"]
 
 
-def test_cryptocompare_nonfull_toplist_trims_names():
-    parsed = parse_records(load("cryptocompare_toplist-nonfull-toptiervol_vanloc_2024-05-14.json"), CC_TOPTIERVOL, 1)
-    assert parsed.rejected == 0 and len(parsed.records) == 30
-    assert (parsed.records[0].cc_id, parsed.records[0].symbol) == (1182, "BTC")
-    assert parsed.records[28].name == "Ordinals"  # "Ordinals " upstream
-
-
 @pytest.mark.parametrize(
-    ("name", "spec", "count", "first_time", "volume"),
-    [
-        ("cryptocompare_histohour-v1_explorecoindesk_2026-01-02.json", CC_HISTO_V1, 11, 1767373200, 1111619159.02),
-        ("cryptocompare_histohour-v2_cryptofreek_2020-01-18.json", CC_HISTO_V2, 25, 1579251600, 307462804.24),
-    ],
+    ("name", "count", "first_time", "volume"),
+    [("cryptocompare_histohour-v2_cryptofreek_2020-01-18.json", 25, 1579251600, 307462804.24)],
 )
-def test_cryptocompare_histohour(name, spec, count, first_time, volume):
-    parsed = parse_records(load(name), spec)
+def test_cryptocompare_histohour(name, count, first_time, volume):
+    parsed = client("cc_histohour").parse(load(name))
     assert parsed.rejected == 0 and len(parsed.records) == count
     assert parsed.records[0].time == first_time
     assert sum(bar.volumeto for bar in parsed.records) == pytest.approx(volume)
@@ -120,9 +103,23 @@ def test_cryptocompare_histohour(name, spec, count, first_time, volume):
 
 def test_cryptocompare_errors_with_http_200_are_detected():
     with pytest.raises(UpstreamBadRequest, match="tsym is a required param.*tsym"):
-        check_min_api(httpx.Response(200), load("cryptocompare_error_missing-param_explorecoindesk_2026-01-02.json"))
+        client("cc_histominute").check(
+            httpx.Response(200), load("cryptocompare_error_missing-param_explorecoindesk_2026-01-02.json")
+        )
+    # The captured rate limit spent the day's calls (10973 of 7500): no retry can help today.
+    spent = load("cryptocompare_error_ratelimit_telliot-pr388_2021-01-26.json")
+    with pytest.raises(
+        UpstreamQuotaExhausted, match=r"month quota exhausted until \d{4}-\d\d-01T00:00Z.*over your rate"
+    ):
+        client("cc_histominute").check(httpx.Response(200), spent)
+    spent["RateLimit"]["calls_made"]["month"] = 100  # only the day is spent
+    with pytest.raises(
+        UpstreamQuotaExhausted, match=r"day quota exhausted until \d{4}-\d\d-\d\dT00:00Z \(10973 of 7500"
+    ):
+        client("cc_histominute").check(httpx.Response(200), spent)
+    spent["RateLimit"]["calls_made"]["day"] = 100  # a per-second or per-minute limit: transient
     with pytest.raises(UpstreamRateLimited, match="over your rate limit"):
-        check_min_api(httpx.Response(200), load("cryptocompare_error_ratelimit_telliot-pr388_2021-01-26.json"))
+        client("cc_histominute").check(httpx.Response(200), spent)
 
 
 def test_every_record_rejected_is_an_error_naming_the_field_path():
@@ -130,11 +127,14 @@ def test_every_record_rejected_is_an_error_naming_the_field_path():
     for record in body["data"]:
         record["quote"]["USD"]["price"] = None  # say the upstream renamed the field
     with pytest.raises(UpstreamSchemaError, match=r"all 30 records rejected; field path data\[\]\.quote\.USD\.price"):
-        parse_records(body, CMC_LISTINGS_LATEST)
+        client("cmc_listings_latest").parse(body)
 
 
 def test_every_historical_quote_rejected_is_an_error_naming_the_field_path():
     body = {"status": {"error_code": 0}, "data": {"1": {"id": 1, "symbol": "BTC", "name": "Bitcoin", "quotes": [
         {"timestamp": "2026-11-27T12:00:00Z", "quote": {"USD": {"price": 0}}}]}}}  # fmt: skip
-    with pytest.raises(UpstreamSchemaError, match=r"field path data\.<id>\.quotes\[\]\.quote\.USD\.price"):
-        parse_cmc_historical(body)
+    with pytest.raises(
+        UpstreamSchemaError,
+        match=r"field path \(data\.quotes && \[data\] \|\| values\(data\)\)\[\]\.quotes\[\]\.quote\.USD\.price",
+    ):
+        client("cmc_quotes_historical").parse(body)

@@ -1,0 +1,405 @@
+"""Upstream endpoints as data: one YAML file per endpoint under `crypto_pipeline/sources/`, one client.
+
+A file says where the endpoint is (the setting holding its base URL, the path, fixed parameters),
+how to authenticate (the header, and the environment variable holding the key), how to page
+(page or offset, size, where the total is), where the records are and where each field sits in
+one, how its errors look (which codes are auth failures, plan refusals, rate limits, a spent
+quota) and what a request costs. Files are validated when loaded; an error names the file and
+the key. Expressions are JMESPath, compiled by `jmespath`, never evaluated as code.
+
+`SourceClient` is the one client that reads them: it pages, batches ids, checks the error
+envelope, parses records into the typed models of `crypto_pipeline.resources.parsing` and
+counts credits. Provider arithmetic (24h volume from bars, 5-minute quotes) stays in the
+resources and assets.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import httpx
+import jmespath
+import jmespath.exceptions
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from common.settings import Settings
+from crypto_pipeline.resources.errors import (
+    UpstreamAuthError,
+    UpstreamBadRequest,
+    UpstreamMalformed,
+    UpstreamPlanError,
+    UpstreamQuotaExhausted,
+    UpstreamRateLimited,
+    UpstreamSchemaError,
+)
+from crypto_pipeline.resources.http import (
+    Reply,
+    UpstreamHttp,
+    UpstreamResource,
+    raise_for_http_status,
+    retry_after_seconds,
+)
+from crypto_pipeline.resources.parsing import HistoryBar, Parsed, PriceRecord, RankingRecord
+
+SOURCES_DIR = Path(__file__).resolve().parent.parent / "sources"
+MODELS: dict[str, type[BaseModel]] = {"price": PriceRecord, "ranking": RankingRecord, "bar": HistoryBar}
+
+
+def _compiles(expression: str) -> str:
+    try:
+        jmespath.compile(expression)
+    except jmespath.exceptions.JMESPathError as error:
+        raise ValueError(f"not a JMESPath expression: {error}") from None
+    return expression
+
+
+Expression = Annotated[str, AfterValidator(_compiles)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Auth(Strict):
+    header: str
+    env: str = Field(description="The environment variable that holds the key (never written anywhere).")
+    template: str = "{key}"
+
+    @model_validator(mode="after")
+    def _has_key(self) -> Auth:
+        if "{key}" not in self.template:
+            raise ValueError("template must contain {key}")
+        return self
+
+
+class Pagination(Strict):
+    style: Literal["page", "offset"]
+    param: str
+    first: int = Field(default=1, ge=0, description="Number of the first page, or offset of the first record.")
+    size_param: str
+    min_size: int = Field(default=1, ge=1)
+    max_size: int = Field(ge=1)
+    total: Expression | None = Field(default=None, description="Where the body says how many records exist.")
+
+
+class Batch(Strict):
+    param: str
+    size: int = Field(ge=1)
+    separator: str = ","
+
+
+class Series(Strict):
+    records: Expression
+    fields: dict[str, Expression]
+
+
+class Quota(Strict):
+    code: int
+    calls_made: Expression
+    max_calls: Expression
+
+
+class Errors(Strict):
+    when: Expression = Field(description="True on a body that is an error (besides HTTP status >= 400).")
+    code: Expression | None = None
+    message: Expression | None = None
+    parameter: Expression | None = None
+    auth: list[int] = []
+    plan: list[int] = []
+    rate_limit: list[int] = []
+    quota: Quota | None = None
+
+
+class Credits(Strict):
+    used: Expression | None = Field(default=None, description="Credits the body says the call cost.")
+    per_request: int = Field(default=0, ge=0)
+
+
+class Source(Strict):
+    """One upstream endpoint, as its YAML file describes it."""
+
+    version: Literal[1]
+    name: str
+    provider: str
+    record: Literal["price", "ranking", "bar"]
+    base_url_setting: str
+    path: str = Field(pattern=r"^/")
+    params: dict[str, str | int | float | bool] = {}
+    auth: Auth
+    pagination: Pagination | None = None
+    batch: Batch | None = None
+    records: Expression
+    fields: dict[str, Expression]
+    series: Series | None = None
+    errors: Errors
+    credits: Credits = Credits()
+
+    @model_validator(mode="after")
+    def _fields_fit_the_model(self) -> Source:
+        if self.base_url_setting not in Settings.model_fields or not self.base_url_setting.endswith("_url"):
+            raise ValueError(f"base_url_setting {self.base_url_setting!r} is not a URL setting of common.settings")
+        model = MODELS[self.record]
+        mapped = set(self.fields) | set(self.series.fields if self.series else ())
+        if self.record == "ranking":
+            mapped.add("rank")  # numbered by list position
+        unknown = mapped - set(model.model_fields)
+        missing = {name for name, info in model.model_fields.items() if info.is_required()} - mapped
+        if unknown or missing:
+            raise ValueError(f"fields: unknown {sorted(unknown)}, missing {sorted(missing)} for a {self.record} record")
+        return self
+
+    @property
+    def model(self) -> type[BaseModel]:
+        return MODELS[self.record]
+
+
+class SourceConfigError(ValueError):
+    """A source file that cannot be read or does not follow the schema; the message names file and key."""
+
+
+def load_source(path: Path) -> Source:
+    try:
+        data = yaml.safe_load(path.read_text())
+        source = Source.model_validate(data)
+    except (OSError, yaml.YAMLError) as error:
+        raise SourceConfigError(f"{path}: {error}") from None
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(file)'}: {e['msg']}" for e in error.errors())
+        raise SourceConfigError(f"{path}: {problems}") from None
+    if source.name != path.stem:
+        raise SourceConfigError(f"{path}: name: {source.name!r} must match the file name {path.stem!r}")
+    return source
+
+
+@cache
+def sources_in(*directories: str) -> dict[str, Source]:
+    """Every source file of the given folders, by name (a later folder may add or replace one)."""
+    found: dict[str, Source] = {}
+    for directory in directories:
+        for path in sorted(Path(directory).glob("*.yaml")):
+            found[path.stem] = load_source(path)
+    return found
+
+
+def search(expression: str | None, body: Any) -> Any:
+    if expression is None:
+        return None
+    try:
+        return jmespath.search(expression, body)
+    except jmespath.exceptions.JMESPathError:  # e.g. values() of a list: the body is not the expected shape
+        return None
+
+
+@dataclass
+class Fetched:
+    """Typed records from one or more replies, with what was rejected and what it cost."""
+
+    records: list = field(default_factory=list)
+    rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
+    credits: int = 0
+    emulated: bool = False
+
+    def add(self, parsed: Parsed, credits: int, emulated: bool) -> None:
+        self.records.extend(parsed.records)
+        self.rejected += parsed.rejected
+        self.reasons.extend(parsed.reasons[: max(0, 20 - len(self.reasons))])
+        self.credits += credits
+        self.emulated |= emulated
+
+
+def quota_reset(window: str, now: datetime) -> datetime:
+    """When a spent day or month window opens again (UTC)."""
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if window == "day":
+        return midnight + timedelta(days=1)
+    days = calendar.monthrange(now.year, now.month)[1]
+    return midnight.replace(day=1) + timedelta(days=days)
+
+
+class SourceClient:
+    """The one client for every source file: errors, pages, batches, records, credits."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+
+    def headers(self, key: str | None) -> dict[str, str]:
+        return {self.source.auth.header: self.source.auth.template.format(key=key)} if key else {}
+
+    def check(self, response: httpx.Response, body: Any) -> None:
+        """Raise the typed error the source's rules give this reply, if it is an error."""
+        rules, upstream, status = self.source.errors, self.source.provider, response.status_code
+        if not search(rules.when, body) and status < 400:
+            return
+        code = search(rules.code, body)
+        message = search(rules.message, body) or f"HTTP {status}"
+        said = f"{message} (error {code})" if code is not None else str(message)
+        if rules.quota is not None and code == rules.quota.code:
+            self._raise_if_quota_spent(body, said, code)
+        if code in rules.auth:
+            raise UpstreamAuthError(upstream, f"{said}; check {self.source.auth.env}", status=status, code=code)
+        if code in rules.plan:
+            raise UpstreamPlanError(
+                upstream, f"{said}; the key's plan does not include this endpoint", status=status, code=code
+            )
+        if code in rules.rate_limit:
+            raise UpstreamRateLimited(
+                upstream, said, retry_after=retry_after_seconds(response), status=status, code=code
+            )
+        raise_for_http_status(upstream, response, said, self.source.auth.env)
+        parameter = search(rules.parameter, body)
+        raise UpstreamBadRequest(
+            upstream, said + (f" (parameter {parameter})" if parameter else ""), status=status, code=code
+        )
+
+    def _raise_if_quota_spent(self, body: Any, said: str, code: int) -> None:
+        made, limits = (
+            search(self.source.errors.quota.calls_made, body),
+            search(self.source.errors.quota.max_calls, body),
+        )
+        for window in ("month", "day"):
+            used, limit = (made or {}).get(window), (limits or {}).get(window)
+            if isinstance(used, int | float) and isinstance(limit, int | float) and used >= limit:
+                until = quota_reset(window, datetime.now(UTC))
+                raise UpstreamQuotaExhausted(
+                    self.source.provider,
+                    f"{window} quota exhausted until {until:%Y-%m-%dT%H:%MZ} ({used} of {limit} calls): {said}",
+                    code=code,
+                )
+
+    def credits(self, body: Any) -> int:
+        used = search(self.source.credits.used, body)
+        return int(used) if used is not None else self.source.credits.per_request
+
+    def parse(self, body: Any, first_rank: int | None = None) -> Parsed:
+        """Typed records from `body`; rankings are numbered by list position from `first_rank`.
+
+        A body whose every record fails validation is a changed format, not an empty answer: it
+        raises, naming the field path that failed most.
+        """
+        source = self.source
+        items = search(source.records, body)
+        if not isinstance(items, list):
+            raise UpstreamSchemaError(
+                source.provider, f"{source.name}: expected a list at {source.records!r}, got {type(items).__name__}"
+            )
+        parsed, failed = Parsed(), Counter[str]()
+        where = source.records if source.records.replace(".", "").replace("_", "").isalnum() else f"({source.records})"
+        paths = {name: f"{where}[].{path}" for name, path in source.fields.items()}
+        if source.series is not None:
+            inner = f"{where}[].{source.series.records}[]"
+            paths |= {name: f"{inner}.{path}" for name, path in source.series.fields.items()}
+        for position, item in enumerate(items):
+            values = {name: search(path, item) for name, path in source.fields.items()}
+            if source.record == "ranking":
+                values["rank"] = (first_rank or 1) + position
+            points = [{}] if source.series is None else search(source.series.records, item)
+            if not isinstance(points, list):
+                parsed.rejected += 1
+                failed[f"{where}[].{source.series.records}"] += 1
+                continue
+            for point in points:
+                if source.series is not None:
+                    values |= {name: search(path, point) for name, path in source.series.fields.items()}
+                try:
+                    parsed.records.append(source.model.model_validate(values))
+                except ValidationError as error:
+                    first = error.errors()[0]
+                    path = paths.get(str(first["loc"][0]), str(first["loc"][0]))
+                    failed[path] += 1
+                    parsed.rejected += 1
+                    if len(parsed.reasons) < 20:
+                        parsed.reasons.append(f"record {position}: {path}: {first['msg']}")
+        if parsed.rejected and not parsed.records:
+            (path, _), *_ = failed.most_common(1)
+            raise UpstreamSchemaError(
+                source.provider, f"{source.name}: all {parsed.rejected} records rejected; field path {path} failed"
+            )
+        return parsed
+
+    def get(self, http: UpstreamHttp, params: dict[str, Any], validate: Callable[[Any], None] | None = None) -> Reply:
+        return http.get(self.source.path, {**self.source.params, **params}, validate)
+
+    def fetch_list(self, http: UpstreamHttp, depth: int, page_size: int) -> Fetched:
+        """The first `depth` records, pages fetched concurrently; a page shorter than promised is retried."""
+        paging = self.source.pagination
+        if paging is None:
+            raise ValueError(f"source {self.source.name} has no pagination")
+        size = max(paging.min_size, min(page_size, paging.max_size, depth))
+        offsets = range(0, depth, size)
+
+        def fetch_page(offset: int) -> Reply:
+            limit = size if paging.style == "page" else min(size, depth - offset)
+            where = paging.first + (offset // size if paging.style == "page" else offset)
+
+            def not_truncated(body: Any) -> None:
+                items, total = search(self.source.records, body), search(paging.total, body)
+                expected = limit if total is None else min(limit, max(0, int(total) - offset))
+                if isinstance(items, list) and len(items) < expected:
+                    raise UpstreamMalformed(
+                        self.source.provider, f"{self.source.name} at {where} had {len(items)} of {expected} records"
+                    )
+
+            return self.get(http, {paging.param: where, paging.size_param: limit}, not_truncated)
+
+        fetched = Fetched()
+        for offset, reply in zip(offsets, http.map_concurrently(fetch_page, offsets), strict=True):
+            fetched.add(self.parse(reply.body, first_rank=offset + 1), self.credits(reply.body), reply.emulated)
+        if self.source.record == "ranking":
+            fetched.records = [r for r in fetched.records if r.rank <= depth]
+        else:
+            fetched.records = fetched.records[:depth]
+        return fetched
+
+    def fetch_batches(self, http: UpstreamHttp, ids: Iterable[int], params: dict[str, Any]) -> Fetched:
+        """Records for `ids`, `batch.size` ids per call, calls concurrent."""
+        batch = self.source.batch
+        if batch is None:
+            raise ValueError(f"source {self.source.name} takes no batch of ids")
+        ids = list(ids)
+        chunks = [ids[i : i + batch.size] for i in range(0, len(ids), batch.size)]
+
+        def fetch_chunk(chunk: list[int]) -> Reply:
+            return self.get(http, {**params, batch.param: batch.separator.join(map(str, chunk))})
+
+        fetched = Fetched()
+        for reply in http.map_concurrently(fetch_chunk, chunks):
+            fetched.add(self.parse(reply.body), self.credits(reply.body), reply.emulated)
+        return fetched
+
+
+class SourceResource(UpstreamResource):
+    """An upstream's Dagster resource: its key, its base URLs, and the source files it reads.
+
+    `sources_dirs` lists the folders of source files; a later folder adds sources or replaces
+    one of the same name, so a new endpoint is a new file in a folder of its own.
+    """
+
+    api_key: str = Field(description="The upstream's key; wire it with EnvVar (the source file names the variable).")
+    sources_dirs: list[str] = Field(default=[str(SOURCES_DIR)], description="Folders of source files, in order.")
+
+    def base_urls(self) -> dict[str, str]:
+        """The base URL of each setting this resource was configured with."""
+        raise NotImplementedError
+
+    def client(self, name: str) -> SourceClient:
+        available = sources_in(*self.sources_dirs)
+        if name not in available:
+            raise ValueError(f"no source file {name}.yaml in {', '.join(self.sources_dirs)}")
+        return SourceClient(available[name])
+
+    def open(self, client: SourceClient) -> UpstreamHttp:
+        """A pooled HTTP client for the source, its key in the source's auth header."""
+        setting = client.source.base_url_setting
+        urls = self.base_urls()
+        if setting not in urls:
+            raise ValueError(f"source {client.source.name}: {type(self).__name__} has no {setting.upper()}")
+        return self.http(client.source.provider, urls[setting], client.headers(self.api_key), client.check)
