@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     upstream_concurrency: int = Field(default=4, ge=1, le=32)
     cmc_page_size: int = Field(default=5000, ge=1, le=5000)
     cryptocompare_page_size: int = Field(default=100, ge=10, le=100)
+    live_price_source: str = Field(default="cmc_listings_latest", description="Source file of live prices.")
+    ranking_source: str = Field(default="cc_top_list", description="Source file of the live ranking.")
+    sources_dir: Path | None = Field(
+        default=None, description="A folder of extra source files; one there replaces a shipped one of its name."
+    )
 
     # Pipeline
     toplist_depth: int = Field(default=200, ge=1, description="How many ranked assets a snapshot keeps.")

@@ -15,6 +15,7 @@ from crypto_pipeline.assets.top_assets import top_assets
 from crypto_pipeline.assets.upstream import fetch_prices_and_rankings
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
+from crypto_pipeline.resources.sources import SOURCES_DIR, find_source
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
 from crypto_pipeline.schedules import backfill_snapshots_job, every_minute, minute_snapshot_job
@@ -38,6 +39,12 @@ retries = dict(
     concurrency=settings.upstream_concurrency,
 )
 
+# Every source file is validated now, when the code location loads: a bad file or a wrong
+# choice fails here, naming the file and the key, rather than in the first run.
+sources_dirs = [str(SOURCES_DIR), *([str(settings.sources_dir)] if settings.sources_dir else [])]
+find_source(sources_dirs, settings.live_price_source, "price")
+find_source(sources_dirs, settings.ranking_source, "ranking")
+
 defs = dg.Definitions(
     assets=[fetch_prices_and_rankings, top_assets],
     jobs=[minute_snapshot_job, backfill_snapshots_job],
@@ -54,6 +61,8 @@ defs = dg.Definitions(
         "cmc": CoinMarketCapResource(
             api_key=api_key("CMC_API_KEY"),
             base_url=settings.cmc_base_url,
+            live_source=settings.live_price_source,
+            sources_dirs=sources_dirs,
             page_size=settings.cmc_page_size,
             **retries,
         ),
@@ -61,6 +70,8 @@ defs = dg.Definitions(
             api_key=api_key("CRYPTOCOMPARE_API_KEY"),
             data_api_url=settings.cryptocompare_data_api_url,
             min_api_url=settings.cryptocompare_min_api_url,
+            ranking_source=settings.ranking_source,
+            sources_dirs=sources_dirs,
             page_size=settings.cryptocompare_page_size,
             **retries,
         ),

@@ -88,7 +88,7 @@ def candidates(store, window: Window, cryptocompare: CryptoCompareResource, dept
 def live_prices(cmc: CoinMarketCapResource, window: Window, depth: int) -> Batch:
     fetch = cmc.listings_latest(depth)
     rows = [{**r.model_dump(), "minute": window.start} for r in fetch.records]
-    return Batch(rows, "coinmarketcap", fetch.emulated, fetch.rejected, fetch.reasons, fetch.credits)
+    return Batch(rows, fetch.provider, fetch.emulated, fetch.rejected, fetch.reasons, fetch.credits)
 
 
 def past_prices_from_cmc(cmc: CoinMarketCapResource, window: Window, ranked: list[dict]) -> Batch:
@@ -100,7 +100,7 @@ def past_prices_from_cmc(cmc: CoinMarketCapResource, window: Window, ranked: lis
         for quotes in series.values()
         for minute, quote in latest_at_each(quotes, window.minutes).items()
     ]
-    return Batch(rows, "coinmarketcap", fetch.emulated, fetch.rejected, fetch.reasons, fetch.credits)
+    return Batch(rows, fetch.provider, fetch.emulated, fetch.rejected, fetch.reasons, fetch.credits)
 
 
 def past_prices_from_cryptocompare(series: CryptoCompareSeries, window: Window) -> Batch:
@@ -119,7 +119,7 @@ def past_prices_from_cryptocompare(series: CryptoCompareSeries, window: Window) 
 def live_rankings(cryptocompare: CryptoCompareResource, window: Window, depth: int) -> Batch:
     fetch = cryptocompare.top_by_volume(depth)
     rows = [{**r.model_dump(exclude={"price_usd"}), "minute": window.start} for r in fetch.records]
-    return Batch(rows, "cryptocompare", fetch.emulated, fetch.rejected, fetch.reasons)
+    return Batch(rows, fetch.provider, fetch.emulated, fetch.rejected, fetch.reasons)
 
 
 def cryptocompare_series(

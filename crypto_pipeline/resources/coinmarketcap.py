@@ -28,7 +28,7 @@ class CoinMarketCapResource(SourceResource):
 
     def listings_latest(self, depth: int) -> Fetched:
         """The top `depth` listings by CMC 24h volume, pages fetched concurrently."""
-        client = self.client(self.live_source)
+        client = self.client(self.live_source, "price")
         with self.open(client) as http:
             return client.fetch_list(http, depth, self.page_size)
 
@@ -43,7 +43,7 @@ class CoinMarketCapResource(SourceResource):
             "interval": interval,
             "count": min(10000, minutes + 1),
         }
-        client = self.client(self.historical_source)
+        client = self.client(self.historical_source, "price")
         with self.open(client) as http:
             fetched = client.fetch_batches(http, cmc_ids, params)
         series: dict[int, list[tuple[datetime, PriceRecord]]] = {}

@@ -38,7 +38,7 @@ class CryptoCompareResource(SourceResource):
 
     def top_by_volume(self, depth: int) -> Fetched:
         """The top `depth` assets by 24h volume in USD, pages fetched concurrently."""
-        client = self.client(self.ranking_source)
+        client = self.client(self.ranking_source, "ranking")
         with self.open(client) as http:
             return client.fetch_list(http, depth, self.page_size)
 
@@ -49,7 +49,7 @@ class CryptoCompareResource(SourceResource):
         """
         if not 1 <= limit <= HISTO_MAX_LIMIT:
             raise ValueError(f"limit must be 1..{HISTO_MAX_LIMIT}")
-        client = self.client("cc_histohour" if hourly else "cc_histominute")
+        client = self.client("cc_histohour" if hourly else "cc_histominute", "bar")
         path = client.source.path
 
         def complete(body: Any) -> None:

@@ -189,6 +189,17 @@ def sources_in(*directories: str) -> dict[str, Source]:
     return found
 
 
+def find_source(directories: Iterable[str], name: str, record: str | None = None) -> Source:
+    """Source `name` from `directories` (validated); a wrong name or record kind is a configuration error."""
+    directories = tuple(directories)
+    available = sources_in(*directories)
+    if name not in available:
+        raise SourceConfigError(f"no source file {name}.yaml in {', '.join(directories)} (have {sorted(available)})")
+    if record is not None and available[name].record != record:
+        raise SourceConfigError(f"source {name} gives {available[name].record} records, not {record} records")
+    return available[name]
+
+
 def search(expression: str | None, body: Any) -> Any:
     if expression is None:
         return None
@@ -200,8 +211,11 @@ def search(expression: str | None, body: Any) -> Any:
 
 @dataclass
 class Fetched:
-    """Typed records from one or more replies, with what was rejected and what it cost."""
+    """Typed records from one or more replies, with what was rejected and what it cost.
 
+    `provider` is the source's provider in lower case, the label stored with the rows."""
+
+    provider: str
     records: list = field(default_factory=list)
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
@@ -350,7 +364,7 @@ class SourceClient:
 
             return self.get(http, {paging.param: where, paging.size_param: limit}, not_truncated)
 
-        fetched = Fetched()
+        fetched = Fetched(self.source.provider.lower())
         for offset, reply in zip(offsets, http.map_concurrently(fetch_page, offsets), strict=True):
             fetched.add(self.parse(reply.body, first_rank=offset + 1), self.credits(reply.body), reply.emulated)
         if self.source.record == "ranking":
@@ -370,7 +384,7 @@ class SourceClient:
         def fetch_chunk(chunk: list[int]) -> Reply:
             return self.get(http, {**params, batch.param: batch.separator.join(map(str, chunk))})
 
-        fetched = Fetched()
+        fetched = Fetched(self.source.provider.lower())
         for reply in http.map_concurrently(fetch_chunk, chunks):
             fetched.add(self.parse(reply.body), self.credits(reply.body), reply.emulated)
         return fetched
@@ -390,11 +404,9 @@ class SourceResource(UpstreamResource):
         """The base URL of each setting this resource was configured with."""
         raise NotImplementedError
 
-    def client(self, name: str) -> SourceClient:
-        available = sources_in(*self.sources_dirs)
-        if name not in available:
-            raise ValueError(f"no source file {name}.yaml in {', '.join(self.sources_dirs)}")
-        return SourceClient(available[name])
+    def client(self, name: str, record: str | None = None) -> SourceClient:
+        """The client of source `name`, which must give `record` records when that is given."""
+        return SourceClient(find_source(self.sources_dirs, name, record))
 
     def open(self, client: SourceClient) -> UpstreamHttp:
         """A pooled HTTP client for the source, its key in the source's auth header."""

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
 import yaml
+from sqlalchemy import select
 
 from crypto_pipeline.assets.top_assets import top_assets
 from crypto_pipeline.assets.upstream import fetch_prices_and_rankings
 from crypto_pipeline.partitions import MINUTE_FORMAT
+from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.errors import UpstreamQuotaExhausted
 from crypto_pipeline.resources.sources import SOURCES_DIR, SourceConfigError, load_source, sources_in
 from tests.assets.test_pipeline import resources
+from tests.conftest import ROOT
 from tests.resources.test_clients_emulator import cc
+from warehouse.schema import fetches
+from warehouse.store import Warehouse
 
 SHIPPED = yaml.safe_load((SOURCES_DIR / "cc_top_list.yaml").read_text())
 
@@ -80,3 +88,45 @@ def test_a_past_minute_with_a_spent_quota_fails_without_retries(emulator, databa
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert failures and "quota exhausted until" in failures[0].step_failure_data.error.message
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+
+
+def test_a_third_price_source_is_only_a_new_file(tmp_path, emulator, database_url, dagster_instance):
+    """A price provider of the same shape, added as one file in a folder of its own, prices a live minute."""
+    spec = yaml.safe_load((SOURCES_DIR / "cmc_listings_latest.yaml").read_text())
+    spec.update(name="altprice_latest", provider="AltPrice")  # its own name, label and file; the same shape
+    (tmp_path / "altprice_latest.yaml").write_text(yaml.safe_dump(spec))
+    run_resources = resources(emulator.url, database_url)
+    run_resources["cmc"] = CoinMarketCapResource(
+        api_key="test-key", base_url=emulator.url, live_source="altprice_latest",
+        sources_dirs=[str(SOURCES_DIR), str(tmp_path)],
+    )  # fmt: skip
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    result = dg.materialize(
+        [fetch_prices_and_rankings, top_assets],
+        partition_key=minute.strftime(MINUTE_FORMAT),
+        resources=run_resources,
+        instance=dagster_instance,
+    )
+    assert result.success
+    store = Warehouse(database_url)
+    snapshot = store.latest_snapshot()
+    assert snapshot.minute == minute and snapshot.row_count == 200
+    with store.engine.connect() as conn:
+        query = select(fetches.c.dataset, fetches.c.provider).where(fetches.c.minute == minute)
+        providers = dict(conn.execute(query).all())
+    assert providers == {"prices": "altprice", "rankings": "cryptocompare"}
+
+
+def test_the_code_location_refuses_a_bad_source_file_at_load(tmp_path):
+    spec = yaml.safe_load((SOURCES_DIR / "cc_top_list.yaml").read_text())
+    spec["fields"]["cmc_id"] = "ASSET_ALTERNATIVE_IDS[?NAME=='CMC'"
+    (tmp_path / "cc_top_list.yaml").write_text(yaml.safe_dump(spec))
+    environment = {**os.environ, "SOURCES_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    loaded = subprocess.run([sys.executable, "-c", "import crypto_pipeline.definitions"], env=environment,
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert loaded.returncode != 0
+    assert f"{tmp_path / 'cc_top_list.yaml'}: fields.cmc_id: Value error, not a JMESPath" in loaded.stderr
+    environment.update(SOURCES_DIR="", LIVE_PRICE_SOURCE="cc_top_list")
+    loaded = subprocess.run([sys.executable, "-c", "import crypto_pipeline.definitions"], env=environment,
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "source cc_top_list gives ranking records, not price records" in loaded.stderr
