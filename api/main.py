@@ -90,14 +90,6 @@ def create_api(settings: Settings) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    if settings.api_benchmark_body_bytes:
-        # The benchmark's baseline: the same app and stack, no work but sending a body of equal size.
-        body = b'{"data":"' + b"x" * max(0, settings.api_benchmark_body_bytes - 11) + b'"}'
-
-        @app.get("/_bench/static", include_in_schema=False)
-        async def bench_static() -> Response:
-            return Response(body, media_type="application/json")
-
     return app
 
 

@@ -86,7 +86,6 @@ class Settings(BaseSettings):
     )
     api_retry_after_seconds: int = Field(default=15, ge=1, description="Retry-After on 202 and 503 answers.")
     api_cache_entries: int = Field(default=2048, ge=0, description="Rendered bodies kept per process.")
-    api_benchmark_body_bytes: int = Field(default=0, ge=0, description="Above 0, serve /_bench/static (benchmarks).")
     api_fast_path: bool = Field(
         default=True, description="Answer GET / for stored snapshots in the ASGI layer in front of FastAPI."
     )
