@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m emulator",
         description=(
             "Serve CoinMarketCap (/v1/cryptocurrency/listings/latest, /v2/cryptocurrency/quotes/historical) "
-            "and CryptoCompare (/asset/v1/top/list, /data/v2/histominute, /data/v2/histohour) from a "
+            "and CryptoCompare (/asset/v1/top/list, /data/top/totalvolfull, /data/v2/histominute, /data/v2/histohour) "
+            "from a "
             "deterministic emulated market on one origin. Faults can also be changed while it runs: "
             "PUT /_emulator/faults with {ENDPOINT: {kind, rate, times, latency_ms, retry_after_seconds, "
             "timeout_seconds}}, PUT /_emulator/config with {cmc_plan}."

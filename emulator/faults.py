@@ -12,6 +12,7 @@ ENDPOINTS = (
     "cc_top_list",
     "cc_histominute",
     "cc_histohour",
+    "cc_totalvolfull",
 )
 FAULT_KINDS = ("server_error", "unavailable", "rate_limited", "quota_exhausted", "timeout", "malformed", "truncated")
 

@@ -180,6 +180,27 @@ def cc_top_list_item(market: Market, asset: Asset, minute: int, rank: int) -> di
     return item
 
 
+def cc_totalvolfull_item(asset: Asset, minute: int) -> dict:
+    """One min-api toplist entry: CoinInfo (legacy id as a string), RAW numbers, DISPLAY strings."""
+    price, volume = asset.price(minute), asset.volume_24h(minute)
+    raw = {
+        "TYPE": "5", "MARKET": "CCCAGG", "FROMSYMBOL": asset.cc_symbol, "TOSYMBOL": "USD", "FLAGS": "2049",
+        "PRICE": price, "LASTUPDATE": minute * 60, "VOLUME24HOUR": round(0.8 * volume / price, 6),
+        "VOLUME24HOURTO": round(0.8 * volume, 2), "SUPPLY": asset.supply, "MKTCAP": price * asset.supply,
+        "TOTALVOLUME24H": round(volume / price, 6), "TOTALVOLUME24HTO": volume,
+        "TOTALTOPTIERVOLUME24H": round(0.6 * volume / price, 6), "TOTALTOPTIERVOLUME24HTO": round(0.6 * volume, 2),
+        "IMAGEURL": f"/media/{asset.cc_legacy_id}/{asset.cc_symbol.lower()}.png",
+        "CONVERSIONTYPE": "direct", "CONVERSIONSYMBOL": "",
+    }  # fmt: skip
+    display = {key: f"$ {value:,.2f}" for key, value in raw.items() if key in ("PRICE", "MKTCAP", "TOTALVOLUME24HTO")}
+    coin = {
+        "Id": str(asset.cc_legacy_id), "Name": asset.cc_symbol, "FullName": asset.cc_name,
+        "Internal": asset.cc_symbol, "ImageUrl": raw["IMAGEURL"], "Url": f"/coins/{asset.cc_symbol.lower()}/overview",
+        "Algorithm": "N/A", "ProofType": "N/A", "Type": 1, "DocumentType": "Webpagecoinp",
+    }  # fmt: skip
+    return {"CoinInfo": coin, "RAW": {"USD": raw}, "DISPLAY": {"USD": display}}
+
+
 # --- the server ---------------------------------------------------------------------------
 
 
@@ -196,6 +217,7 @@ class Emulator:
             "/asset/v1/top/list": ("cc_top_list", self.cc_top_list),
             "/data/v2/histominute": ("cc_histominute", self.cc_histominute),
             "/data/v2/histohour": ("cc_histohour", self.cc_histohour),
+            "/data/top/totalvolfull": ("cc_totalvolfull", self.cc_totalvolfull),
         }
 
     def count(self, endpoint: str) -> None:
@@ -363,12 +385,31 @@ class Emulator:
     def cc_histohour(self, params: dict[str, str], headers: dict[str, str]) -> dict:
         return self.cc_histo(params, headers, 60)
 
+    def cc_totalvolfull(self, params: dict[str, str], headers: dict[str, str]) -> dict:
+        """Top coins by total 24h volume in USD, 0-based pages; no CMC id anywhere, as upstream."""
+        if not self.cc_key(params, headers):
+            raise cc_min_error("You need a valid auth key or api key to access this endpoint", 1)
+        if not params.get("tsym"):
+            raise cc_min_error("tsym is a required param.", 2, ParamWithError="tsym")
+        if params["tsym"] != "USD":
+            raise cc_min_error(f"There is no data for the toSymbol {params['tsym']} .", 2, ParamWithError="tsym")
+        try:
+            limit, page = int(params.get("limit", 10)), int(params.get("page", 0))
+        except ValueError:
+            raise cc_min_error("limit and page must be integers", 2, ParamWithError="limit") from None
+        limit = min(100, max(10, limit))
+        minute = self.now_minute()
+        ranked = self.market.ranked_by_volume(minute)
+        items = [cc_totalvolfull_item(a, minute) for a in ranked[page * limit : (page + 1) * limit]]
+        return {"Message": "Success", "Type": 100, "MetaData": {"Count": len(ranked)}, "SponsoredData": [],
+                "Data": items, "RateLimit": {}, "HasWarning": False}  # fmt: skip
+
     # faults -----------------------------------------------------------------------------
     def fault_response(self, endpoint: str, kind: str, fault: Fault, body: dict) -> tuple[int, bytes, dict]:
         """Render fault `kind` in the envelope of the API that owns `endpoint`."""
         retry = {"Retry-After": str(fault.retry_after_seconds)}
         cmc = endpoint.startswith("cmc_")
-        min_api = endpoint in ("cc_histominute", "cc_histohour")
+        min_api = endpoint in ("cc_histominute", "cc_histohour", "cc_totalvolfull")
         if kind in ("server_error", "unavailable"):
             status = 500 if kind == "server_error" else 503
             error = (
@@ -423,6 +464,8 @@ def truncate(body: dict) -> dict:
     data = body.get("data")
     if isinstance(data, list):
         return {**body, "data": data[: len(data) // 2]}
+    if isinstance(body.get("Data"), list):
+        return {**body, "Data": body["Data"][: len(body["Data"]) // 2]}
     if isinstance(body.get("Data"), dict) and isinstance(body["Data"].get("LIST"), list):
         inner = body["Data"]
         return {**body, "Data": {**inner, "LIST": inner["LIST"][: len(inner["LIST"]) // 2]}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import httpx
 import pytest
 import yaml
 from sqlalchemy import select
@@ -20,8 +22,8 @@ from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.errors import UpstreamQuotaExhausted
 from crypto_pipeline.resources.sources import SOURCES_DIR, SourceConfigError, load_source, sources_in
 from tests.assets.test_pipeline import resources
-from tests.conftest import ROOT
-from tests.resources.test_clients_emulator import cc
+from tests.conftest import FIXTURES, ROOT
+from tests.resources.test_clients_emulator import MARKET, cc
 from warehouse.schema import fetches
 from warehouse.store import Warehouse
 
@@ -130,3 +132,24 @@ def test_the_code_location_refuses_a_bad_source_file_at_load(tmp_path):
     loaded = subprocess.run([sys.executable, "-c", "import crypto_pipeline.definitions"], env=environment,
                             cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert "source cc_top_list gives ranking records, not price records" in loaded.stderr
+
+
+def test_the_emulator_serves_totalvolfull_in_the_captured_shape(emulator):
+    """RANKING_SOURCE=cc_totalvolfull against the emulator: the genuine capture's envelope and keys.
+
+    The min-api list carries no CMC id (as upstream), so nothing it ranks can be priced yet."""
+    captured = json.loads((FIXTURES / "cryptocompare_totalvolfull_cryptofreek_2020-01-18.json").read_text())
+    served = httpx.get(f"{emulator.url}/data/top/totalvolfull", params={"tsym": "USD", "limit": 10},
+                       headers={"authorization": "Apikey test-key"}).json()  # fmt: skip
+    assert set(captured) <= set(served) and served["Type"] == captured["Type"] == 100
+    for part in ("CoinInfo", "RAW"):
+        wanted = captured["Data"][0][part] if part == "CoinInfo" else captured["Data"][0]["RAW"]["USD"]
+        got = served["Data"][0][part] if part == "CoinInfo" else served["Data"][0]["RAW"]["USD"]
+        used = {"Id", "Name", "FullName"} if part == "CoinInfo" else {"PRICE", "TOTALVOLUME24HTO", "LASTUPDATE"}
+        assert used <= set(wanted) & set(got)
+        assert {k: type(wanted[k]) for k in used} == {k: type(got[k]) for k in used}  # ids as strings, as captured
+    ranking = cc(emulator.url, ranking_source="cc_totalvolfull").top_by_volume(150)
+    assert [r.rank for r in ranking.records] == list(range(1, 151)) and ranking.provider == "cryptocompare"
+    now = int(time.time() // 60)  # the emulator ranked at this minute or, across a boundary, the one before
+    legacy = [[a.cc_legacy_id for a in MARKET.ranked_by_volume(m)[:150]] for m in (now, now - 1)]
+    assert [r.cc_id for r in ranking.records] in legacy and all(r.cmc_id is None for r in ranking.records)
