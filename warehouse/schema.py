@@ -1,12 +1,19 @@
 """The warehouse schema (SQLAlchemy Core), identical on SQLite and Postgres.
 
-`top_assets` is the table that grows (a year of top-200 minutes is ~105M rows), so it is
-narrow: ids and numbers only; symbols and names live once per asset in `assets`.
+What grows is the served history: one `toplist_snapshots` row per minute, forever. Its
+top list is three packed arrays in that row (ids, prices, volumes in rank order), so a
+year is 525,600 rows, and serving a minute is one primary-key lookup (README, "Storage").
+Symbols and names live once per asset in `assets`. The raw upstream rows (`prices`,
+`rankings`, `fetches`) are kept for `RAW_RETENTION_DAYS`, then pruned.
 Alembic migrations under `warehouse/migrations` create exactly these tables.
 """
 
 from __future__ import annotations
 
+import math
+import sys
+from array import array
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -17,6 +24,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -45,7 +53,41 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class PackedArray(TypeDecorator):
+    """A list of numbers stored as one binary value, big-endian (as Postgres' int4send and
+    float8send write them, so SQL can produce the same bytes). `None` is stored as NaN.
+
+    200 rows of a minute become 800 + 1,600 + 1,600 bytes in one row instead of 200 rows of
+    ~100 bytes each; the typecodes are those of `array`: "i" int32, "d" float64."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def __init__(self, typecode: str) -> None:
+        super().__init__()
+        self.typecode = typecode
+
+    def process_bind_param(self, value: Sequence[float | int | None] | None, dialect) -> bytes | None:
+        if value is None:
+            return None
+        packed = array(self.typecode, (math.nan if v is None else v for v in value))
+        if sys.byteorder == "little":
+            packed.byteswap()
+        return packed.tobytes()
+
+    def process_result_value(self, value: bytes | None, dialect) -> list | None:
+        if value is None:
+            return None
+        unpacked = array(self.typecode, value)
+        if sys.byteorder == "little":
+            unpacked.byteswap()
+        if self.typecode == "d":
+            return [None if math.isnan(v) else v for v in unpacked]
+        return unpacked.tolist()
+
+
 metadata = MetaData()
+TOAST_TUPLE_TARGET = 4080
 
 assets = Table(
     "assets",
@@ -93,16 +135,6 @@ rankings = Table(
     Column("volume_24h_usd", Float),
 )
 
-top_assets = Table(
-    "top_assets",
-    metadata,
-    Column("minute", UTCDateTime, primary_key=True),
-    Column("rank", Integer, primary_key=True, autoincrement=False),
-    Column("cmc_id", BigInteger, nullable=False),
-    Column("price_usd", Float, nullable=False),
-    Column("volume_24h_usd", Float),
-)
-
 snapshots = Table(
     "toplist_snapshots",  # not "snapshots": Dagster has a table of that name when both share a database
     metadata,
@@ -114,6 +146,12 @@ snapshots = Table(
     Column("price_source", String(32), nullable=False),
     Column("fetched_at", UTCDateTime, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # The served top list in rank order (rank = position + 1): what `top_assets` produces.
+    Column("cmc_ids", PackedArray("i"), nullable=False),
+    Column("prices_usd", PackedArray("d"), nullable=False),
+    Column("volumes_24h_usd", PackedArray("d"), nullable=False),
+    # Up to 4 KB stays in the row: at depth 200 one value goes to TOAST, not two (README, "Storage").
+    postgresql_with={"toast_tuple_target": TOAST_TUPLE_TARGET},
 )
 
 backfill_requests = Table(

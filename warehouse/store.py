@@ -1,8 +1,8 @@
 """Reads and writes of the warehouse, shared by the pipeline and the API (no Dagster here).
 
 Writing a range of minutes replaces it in one transaction, so a re-run gives identical rows
-and readers never see half a minute. The merge into `top_assets` is one SQL statement: the
-rows never pass through Python.
+and readers never see half a minute. The merge is SQL (the join and the renumbering); each
+merged minute is stored as one row holding its top list (see `warehouse.schema`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 
 from warehouse.quality import MinuteQuality
-from warehouse.schema import assets, backfill_requests, fetches, prices, rankings, snapshots, top_assets
+from warehouse.schema import assets, backfill_requests, fetches, prices, rankings, snapshots
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # A ranking row and its price: the same minute, the same CMC id (never the symbol).
@@ -68,6 +68,26 @@ class Snapshot:
     price_source: str
     fetched_at: datetime
     created_at: datetime
+
+
+SNAPSHOT_FIELDS = [snapshots.c[name] for name in Snapshot.__dataclass_fields__]
+
+
+@dataclass
+class TopList:
+    """One minute's served list in rank order, as `snapshots` stores it."""
+
+    cmc_ids: list[int] = field(default_factory=list)
+    prices_usd: list[float] = field(default_factory=list)
+    volumes_24h_usd: list[float | None] = field(default_factory=list)
+
+    def append(self, cmc_id: int, price_usd: float, volume_24h_usd: float | None) -> None:
+        self.cmc_ids.append(cmc_id)
+        self.prices_usd.append(price_usd)
+        self.volumes_24h_usd.append(volume_24h_usd)
+
+
+EMPTY_LIST = TopList()
 
 
 @dataclass(frozen=True)
@@ -136,16 +156,54 @@ def _upsert(engine: Engine, table, keys: list[str], changed: list[str]):
     )
 
 
+class AssetNames:
+    """Symbol and name per CMC id for the served rows, kept per process.
+
+    Asking the database for 200 names cost more than the minute itself (~1 ms of planning and
+    probes), so they are read once, unknown ids are fetched when they appear, and renamed
+    assets are re-read at most every `refresh` (rows updated since the last look, with a margin
+    for transactions that commit late)."""
+
+    def __init__(self, refresh: timedelta = timedelta(seconds=60)) -> None:
+        self.refresh = refresh
+        self._names: dict[int, tuple[str, str]] = {}
+        self._checked: datetime | None = None
+        self._lock = threading.Lock()
+
+    def of(self, conn, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+        with self._lock:
+            now = utcnow()
+            if self._checked is None or now - self._checked >= self.refresh:
+                query = select(assets.c.cmc_id, assets.c.symbol, assets.c.name)
+                if self._checked is not None:
+                    query = query.where(assets.c.updated_at >= self._checked - self.refresh)
+                self._remember(conn.execute(query))
+                self._checked = now
+            missing = [cmc_id for cmc_id in ids if cmc_id not in self._names]
+            if missing:
+                self._remember(conn.execute(select(assets.c.cmc_id, assets.c.symbol, assets.c.name).where(
+                    assets.c.cmc_id.in_(missing))))  # fmt: skip
+            return self._names
+
+    def _remember(self, rows) -> None:
+        self._names.update((cmc_id, (symbol, name)) for cmc_id, symbol, name in rows)
+
+
 class Warehouse:
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self._writer = self.engine.execution_options(writes=True)
         self._request_lock = threading.Lock()
+        self._names = AssetNames()
 
     # --- schema ---------------------------------------------------------------------------
-    def upgrade(self) -> None:
-        """Apply the Alembic migrations up to head (idempotent)."""
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply the Alembic migrations up to `revision` (idempotent)."""
+        self.migrate("upgrade", revision)
+
+    def migrate(self, direction: str, revision: str) -> None:
+        """Run Alembic's `upgrade` or `downgrade` to `revision` in one transaction."""
         from alembic import command
         from alembic.config import Config
 
@@ -153,7 +211,7 @@ class Warehouse:
         config.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as connection:
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            getattr(command, direction)(config, revision)
 
     # --- writes ---------------------------------------------------------------------------
     @contextmanager
@@ -223,9 +281,9 @@ class Warehouse:
         1..n (n ≤ depth); an asset ranked twice keeps its best rank. Inside one transaction
         that alone writes these minutes, the blocking checks (warehouse.quality) judge what
         the merge would serve; only minutes that pass, with both datasets fetched, replace
-        their served rows and get a `snapshots` row. A blocked minute keeps its previous
-        version, if any. Backfill requests are settled in the same transaction, so a request
-        succeeds exactly when its minute became visible.
+        their `snapshots` row, which holds the served list. A blocked minute keeps its
+        previous version, if any. Backfill requests are settled in the same transaction, so a
+        request succeeds exactly when its minute became visible. Memory is one window's rows.
         """
         in_range = and_(rankings.c.minute >= start, rankings.c.minute < end)
         priced = (
@@ -304,14 +362,15 @@ class Warehouse:
             }
             publishable = [m for m in quality if m in provenance and m not in blocked]
             held_back = [m for m in quality if m not in publishable]
-            for table in (top_assets, snapshots):
-                conn.execute(delete(table).where(_publishing(table.c.minute, start, end, held_back)))
-            conn.execute(
-                insert(top_assets).from_select(
-                    ["minute", "rank", "cmc_id", "price_usd", "volume_24h_usd"],
-                    select(served).where(_publishing(served.c.minute, start, end, held_back)),
-                )
+            conn.execute(delete(snapshots).where(_publishing(snapshots.c.minute, start, end, held_back)))
+            lists: dict[datetime, TopList] = {}
+            served_rows = (
+                select(served.c.minute, served.c.cmc_id, served.c.price_usd, served.c.volume_24h_usd)
+                .where(_publishing(served.c.minute, start, end, held_back))
+                .order_by(served.c.minute, served.c.rank)
             )
+            for minute, cmc_id, price, volume in conn.execute(served_rows):
+                lists.setdefault(minute, TopList()).append(cmc_id, price, volume)
             stored = [
                 Snapshot(
                     minute=minute,
@@ -324,7 +383,7 @@ class Warehouse:
                 for minute in publishable
             ]
             if stored:
-                conn.execute(insert(snapshots), [vars(s) for s in stored])
+                conn.execute(insert(snapshots), [{**vars(s), **vars(lists.get(s.minute, EMPTY_LIST))} for s in stored])
             self._settle_requests(conn, start, end, run_id, blocked)
         return Merge(stored, quality, blocked)
 
@@ -365,6 +424,32 @@ class Warehouse:
             if {"prices", "rankings"} <= pair.keys()
         }
 
+    def prune_raw(self, fetched_before: datetime, batch: int = 1440) -> dict[str, int]:
+        """Delete the raw upstream rows (`prices`, `rankings`, `fetches`) fetched before the
+        cutoff, up to `batch` consecutive minutes per transaction; returns the rows deleted per table.
+
+        Retention counts from the fetch, not from the minute: a past minute backfilled today
+        stays auditable as long as a live one. Each batch holds the write lock of its minutes
+        and re-reads what is old under it, so a minute being fetched again is never emptied.
+        Served snapshots are never touched."""
+        deleted = dict.fromkeys(("prices", "rankings", "fetches"), 0)
+        old = fetches.c.fetched_at < fetched_before
+        while True:
+            with self.engine.connect() as conn:
+                first = conn.execute(select(func.min(fetches.c.minute)).where(old)).scalar()
+            if first is None:
+                return deleted
+            end = first + timedelta(minutes=batch)
+            with self._writing(first, end) as conn:
+                found = conn.execute(select(fetches.c.minute, fetches.c.dataset).where(old, fetches.c.minute < end))
+                found = found.all()
+                for table in (prices, rankings):
+                    minutes = [minute for minute, dataset in found if dataset == table.name]
+                    if minutes:
+                        deleted[table.name] += conn.execute(delete(table).where(table.c.minute.in_(minutes))).rowcount
+                        fetched = delete(fetches).where(fetches.c.dataset == table.name, fetches.c.minute.in_(minutes))
+                        deleted["fetches"] += conn.execute(fetched).rowcount
+
     # --- reads ----------------------------------------------------------------------------
     def unmatched_symbols(self, minute: datetime, limit: int = 20) -> list[str]:
         """Ranked symbols at `minute` that no price matched, best rank first."""
@@ -381,7 +466,7 @@ class Warehouse:
     def snapshot_at_or_before(self, moment: datetime, tolerance: timedelta) -> Snapshot | None:
         """The newest snapshot in (moment - tolerance, moment]: one index lookup."""
         query = (
-            select(snapshots)
+            select(*SNAPSHOT_FIELDS)
             .where(snapshots.c.minute <= moment, snapshots.c.minute > moment - tolerance)
             .order_by(snapshots.c.minute.desc())
             .limit(1)
@@ -392,27 +477,31 @@ class Warehouse:
 
     def latest_snapshot(self) -> Snapshot | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(snapshots).order_by(snapshots.c.minute.desc()).limit(1)).first()
+            row = conn.execute(select(*SNAPSHOT_FIELDS).order_by(snapshots.c.minute.desc()).limit(1)).first()
         return Snapshot(**row._mapping) if row else None
 
     def snapshot_rows(self, minute: datetime, limit: int) -> list[dict]:
-        """The served rows of one snapshot, by rank."""
-        query = (
-            select(
-                top_assets.c.rank,
-                assets.c.symbol,
-                assets.c.name,
-                top_assets.c.cmc_id,
-                top_assets.c.price_usd,
-                top_assets.c.volume_24h_usd,
-            )
-            .join(assets, assets.c.cmc_id == top_assets.c.cmc_id)
-            .where(top_assets.c.minute == minute)
-            .order_by(top_assets.c.rank)
-            .limit(limit)
+        """The served rows of one snapshot, by rank: one primary-key lookup; names from `AssetNames`."""
+        top_list = select(snapshots.c.cmc_ids, snapshots.c.prices_usd, snapshots.c.volumes_24h_usd).where(
+            snapshots.c.minute == minute
         )
         with self.engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(query)]
+            stored = conn.execute(top_list).first()
+            if stored is None:
+                return []
+            ids, prices_usd, volumes = (column[:limit] for column in stored)
+            names = self._names.of(conn, ids)
+        return [
+            {
+                "rank": rank,
+                "symbol": names[cmc_id][0],
+                "name": names[cmc_id][1],
+                "cmc_id": cmc_id,
+                "price_usd": price,
+                "volume_24h_usd": volume,
+            }  # fmt: skip
+            for rank, (cmc_id, price, volume) in enumerate(zip(ids, prices_usd, volumes, strict=True), start=1)
+        ]
 
     def ranked_near(self, minute: datetime, limit: int) -> list[dict]:
         """The stored ranking nearest to `minute`, best rank first (candidates for a past minute)."""

@@ -17,7 +17,6 @@ from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
 from emulator.market import Market
 from warehouse.schema import fetches, prices, rankings, snapshots
-from warehouse.schema import top_assets as top_assets_table
 from warehouse.store import Warehouse
 
 MARKET = Market(3000)
@@ -68,7 +67,7 @@ def test_live_minute_joins_on_cmc_id(materialize, emulator, database_url):
     assert result.success
     store = Warehouse(database_url)
     snapshot = store.latest_snapshot()
-    served = rows(store, top_assets_table, snapshot.minute)
+    served = store.snapshot_rows(snapshot.minute, 200)
     ranked = rows(store, rankings, snapshot.minute)
     assert snapshot.source == "emulated" and snapshot.row_count == len(served) == 200
     assert [r["rank"] for r in served] == list(range(1, 201))
@@ -116,9 +115,9 @@ def test_past_minute_rerun_is_identical_and_matches_emulator_history(materialize
     result = materialize(past)
     request = store.backfill_request(past)  # settled by the run that stored the minute
     assert (request.status, request.run_id) == ("succeeded", result.run_id)
-    first = rows(store, top_assets_table, past)
+    first = store.snapshot_rows(past, 200)
     materialize(past)
-    assert rows(store, top_assets_table, past) == first and len(first) == 200
+    assert store.snapshot_rows(past, 200) == first and len(first) == 200
     five_minutes_back = int(past.timestamp() // 60) // 5 * 5  # CMC historical quotes come every 5 minutes
     for row in first:
         asset = MARKET.by_cmc_id[row["cmc_id"]]
@@ -148,7 +147,7 @@ def test_a_minute_failing_a_blocking_check_is_not_published(materialize, emulato
     assert checks == {"row_count": False, "ranks_contiguous": True, "unique_cmc_ids": True,
                       "prices_positive": True, "top_100_match_rate": True}  # fmt: skip
     assert not [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("top_assets")]
-    assert rows(store, snapshots, minute) == [] and rows(store, top_assets_table, minute) == []
+    assert rows(store, snapshots, minute) == [] and store.snapshot_rows(minute, 200) == []
     assert len(rows(store, rankings, minute)) == 250  # the upstream data is kept for a re-run
     request = store.backfill_request(minute)
     assert request.status == "failed" and "row_count" in request.error
@@ -185,7 +184,7 @@ def test_past_prices_can_come_from_cryptocompare(materialize, emulator, database
     snapshot = store.snapshot_at_or_before(past, timedelta(minutes=1))
     assert snapshot.minute == past and snapshot.price_source == "cryptocompare"
     unix_minute = int(past.timestamp() // 60)
-    for row in rows(store, top_assets_table, past):
+    for row in store.snapshot_rows(past, 200):
         assert row["price_usd"] == MARKET.by_cmc_id[row["cmc_id"]].price(unix_minute)  # the minute bar's close
     assert emulator.requests().get("cmc_quotes_historical", 0) == cmc_history_calls
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from tests.api.conftest import market_rows, seed_snapshot, store_upstream
 from warehouse.quality import MinuteQuality, required_rows
-from warehouse.schema import prices, rankings, top_assets
+from warehouse.schema import prices, rankings
 from warehouse.store import Fetch, Warehouse, blocked_error
 
 GOOD = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -21,9 +21,10 @@ BACKENDS = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indir
 
 
 def served_rows(store: Warehouse, minute: datetime) -> list[tuple]:
-    with store.engine.connect() as conn:
-        query = select(top_assets).where(top_assets.c.minute == minute).order_by(top_assets.c.rank)
-        return [tuple(row) for row in conn.execute(query)]
+    return [
+        (minute, r["rank"], r["cmc_id"], r["price_usd"], r["volume_24h_usd"])
+        for r in store.snapshot_rows(minute, 10**4)
+    ]
 
 
 def launched_request(store: Warehouse, minute: datetime) -> None:
