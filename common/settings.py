@@ -73,6 +73,17 @@ class Settings(BaseSettings):
         description="First minute partition (fixed; identical in every process).",
     )
 
+    # Retention (the `prune_storage` job, hourly)
+    run_retention_days: float = Field(
+        default=7,
+        ge=0,
+        description="Dagster runs (with their events and check executions) older than this are deleted.",
+    )
+    failed_run_retention_days: float = Field(default=30, ge=0, description="Failed runs are kept this long.")
+    raw_retention_days: float = Field(
+        default=7, ge=0, description="Raw upstream rows (prices, rankings, fetches) are kept this long after fetching."
+    )
+
     # API
     api_port: int = 6667
     api_default_limit: int = Field(default=100, ge=1)

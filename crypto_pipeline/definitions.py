@@ -13,6 +13,7 @@ from common.logs import configure_logging
 from common.settings import get_settings
 from crypto_pipeline.assets.top_assets import top_assets
 from crypto_pipeline.assets.upstream import fetch_prices_and_rankings
+from crypto_pipeline.maintenance import RetentionConfig, prune_storage, prune_storage_schedule
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.sources import SOURCES_DIR, find_source
@@ -47,8 +48,8 @@ find_source(sources_dirs, settings.ranking_source, "ranking")
 
 defs = dg.Definitions(
     assets=[fetch_prices_and_rankings, top_assets],
-    jobs=[minute_snapshot_job, backfill_snapshots_job],
-    schedules=[every_minute],
+    jobs=[minute_snapshot_job, backfill_snapshots_job, prune_storage],
+    schedules=[every_minute, prune_storage_schedule],
     sensors=[
         build_backfill_requests_sensor(
             database_url=settings.database_url,
@@ -87,6 +88,11 @@ defs = dg.Definitions(
             match_rate_threshold=settings.match_rate_threshold,
             row_count_threshold=settings.row_count_threshold,
             historical_price_source=settings.historical_price_source,
+        ),
+        "retention": RetentionConfig(
+            run_days=settings.run_retention_days,
+            failed_run_days=settings.failed_run_retention_days,
+            raw_days=settings.raw_retention_days,
         ),
     },
     executor=dg.in_process_executor,

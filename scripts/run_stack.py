@@ -23,16 +23,7 @@ from common.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data"
-LOCAL_INSTANCE = """\
-# Local Dagster instance for `make run` (written by scripts/run_stack.py): SQLite storage in
-# this folder (the default); the project's loggers show in each run's logs, as in dagster.yaml.
-python_logs:
-  managed_python_loggers:
-    - crypto_pipeline
-    - warehouse
-telemetry:
-  enabled: false
-"""
+LOCAL_INSTANCE = ROOT / "deploy" / "dagster.local.yaml"  # SQLite, no file per run, ticks purged
 
 
 def stack_environment(base: Mapping[str, str], emulator_port: int = 8765) -> tuple[dict[str, str], bool]:
@@ -77,8 +68,8 @@ class Stack:
         home = Path(self.env["DAGSTER_HOME"])
         home.mkdir(parents=True, exist_ok=True)
         instance_config = home / "dagster.yaml"
-        if not instance_config.exists() or instance_config.read_text() != LOCAL_INSTANCE:
-            instance_config.write_text(LOCAL_INSTANCE)
+        if not instance_config.exists() or instance_config.read_text() != LOCAL_INSTANCE.read_text():
+            instance_config.write_text(LOCAL_INSTANCE.read_text())
         subprocess.run([sys.executable, "-m", "warehouse", "upgrade"], cwd=ROOT, env=self.env, check=True)
         if self.with_emulator:
             self.spawn(sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", str(self.emulator_port))

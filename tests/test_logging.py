@@ -119,7 +119,7 @@ def instance_python_logs() -> dict:
     from scripts.run_stack import LOCAL_INSTANCE
 
     production = yaml.safe_load((ROOT / "dagster.yaml").read_text())["python_logs"]
-    assert yaml.safe_load(LOCAL_INSTANCE)["python_logs"] == production
+    assert yaml.safe_load(LOCAL_INSTANCE.read_text())["python_logs"] == production
     return production
 
 

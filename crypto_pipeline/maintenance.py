@@ -1,0 +1,80 @@
+"""Bounded storage: the `prune_storage` job, hourly on its own schedule (on by default).
+
+OSS Dagster keeps every run with its events and asset-check executions forever (~83 KB per
+minute run on Postgres, ~44 GB a year), and `retention:` in dagster.yaml covers only schedule
+and sensor ticks. This job deletes finished runs older than RUN_RETENTION_DAYS (failed ones
+after FAILED_RUN_RETENTION_DAYS) with everything they wrote, and the raw upstream rows fetched
+more than RAW_RETENTION_DAYS ago. Served snapshots are never touched; the Dagster UI shows
+the runs of the retention period, the warehouse keeps every minute.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from pydantic import Field
+
+from crypto_pipeline.resources.warehouse import WarehouseResource
+
+FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.CANCELED]
+MAX_RUNS_PER_PRUNE = 5000  # a first prune of a long-running instance catches up over a few hours
+BATCH = 500
+
+
+class RetentionConfig(dg.ConfigurableResource):
+    """How long each kind of history is kept (days; fractions allowed)."""
+
+    run_days: float = Field(default=7, ge=0, description="Finished runs with their events and check executions.")
+    failed_run_days: float = Field(default=30, ge=0, description="Failed runs, kept longer to investigate.")
+    raw_days: float = Field(default=7, ge=0, description="Raw upstream rows, counted from their fetch.")
+
+
+def prune_runs(instance: dg.DagsterInstance, now: datetime, keep: timedelta, keep_failed: timedelta) -> list[str]:
+    """Delete finished runs created before `now - keep` (failed: `now - keep_failed`), oldest
+    first, with their event log and their asset-check executions; returns their ids."""
+    doomed = [
+        record.dagster_run.run_id
+        for statuses, cutoff in ((FINISHED, now - keep), ([dg.DagsterRunStatus.FAILURE], now - keep_failed))
+        for record in instance.get_run_records(
+            dg.RunsFilter(statuses=statuses, created_before=cutoff), limit=MAX_RUNS_PER_PRUNE, ascending=True
+        )
+    ]
+    for run_id in doomed:
+        instance.delete_run(run_id)  # the run, its tags, its events and their asset tags
+    # delete_run leaves the check executions (10 rows, ~21 KB a minute run); no public API deletes them.
+    with instance.event_log_storage.index_connection() as conn:
+        for start in range(0, len(doomed), BATCH):
+            ids = doomed[start : start + BATCH]
+            conn.execute(AssetCheckExecutionsTable.delete().where(AssetCheckExecutionsTable.c.run_id.in_(ids)))
+    return doomed
+
+
+@dg.op(description="Delete Dagster runs older than the retention, with their events and check executions.")
+def prune_dagster_runs(context: dg.OpExecutionContext, retention: RetentionConfig) -> None:
+    deleted = prune_runs(
+        context.instance,
+        datetime.now(UTC),
+        timedelta(days=retention.run_days),
+        timedelta(days=retention.failed_run_days),
+    )
+    context.log.info(f"deleted {len(deleted)} runs")
+
+
+@dg.op(description="Delete raw upstream rows (prices, rankings, fetches) fetched before the retention.")
+def prune_raw_rows(context: dg.OpExecutionContext, retention: RetentionConfig, warehouse: WarehouseResource) -> None:
+    deleted = warehouse.store.prune_raw(datetime.now(UTC) - timedelta(days=retention.raw_days))
+    context.log.info("deleted " + ", ".join(f"{rows} {table} rows" for table, rows in deleted.items()))
+
+
+@dg.job(description="Keep storage bounded: prune old Dagster runs and raw upstream rows (README, Storage).")
+def prune_storage():
+    prune_dagster_runs()
+    prune_raw_rows()
+
+
+prune_storage_schedule = dg.ScheduleDefinition(
+    job=prune_storage,
+    cron_schedule="17 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)

@@ -1,0 +1,114 @@
+"""The `prune_storage` job, run through Dagster on the local SQLite instance and on Postgres."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from sqlalchemy import func, select
+
+from crypto_pipeline.assets.top_assets import top_assets
+from crypto_pipeline.assets.upstream import fetch_prices_and_rankings
+from crypto_pipeline.definitions import defs
+from crypto_pipeline.maintenance import RetentionConfig, prune_storage_schedule
+from crypto_pipeline.partitions import MINUTE_FORMAT
+from crypto_pipeline.resources.warehouse import WarehouseResource
+from tests.assets.test_pipeline import resources
+from tests.conftest import ROOT, postgres_instance_env
+from warehouse.schema import fetches, prices, rankings
+from warehouse.store import Warehouse
+
+
+@pytest.fixture
+def instance(database_url, tmp_path, monkeypatch):
+    """A persistent instance: the committed local config on SQLite, the production one on Postgres."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    if database_url.startswith("postgresql"):
+        for variable, value in postgres_instance_env(database_url).items():
+            monkeypatch.setenv(variable, value)
+        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    else:
+        shutil.copy(ROOT / "deploy" / "dagster.local.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        yield instance
+
+
+def check_executions(instance: dg.DagsterInstance, run_id: str) -> int:
+    with instance.event_log_storage.index_connection() as conn:
+        query = select(func.count()).where(AssetCheckExecutionsTable.c.run_id == run_id)
+        return conn.execute(query).scalar_one()
+
+
+def raw_rows(store: Warehouse) -> int:
+    with store.engine.connect() as conn:
+        return sum(conn.execute(select(func.count()).select_from(t)).scalar_one() for t in (prices, rankings, fetches))
+
+
+def prune(instance: dg.DagsterInstance, database_url: str, **retention) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def("prune_storage").execute_in_process(
+        instance=instance,
+        resources={
+            "retention": RetentionConfig(**retention),
+            "warehouse": WarehouseResource(database_url=database_url),
+        },
+    )
+
+
+def test_prune_storage_is_scheduled_hourly_and_on_by_default():
+    assert prune_storage_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert prune_storage_schedule.cron_schedule == "17 * * * *"
+    assert defs.get_schedule_def("prune_storage_schedule").job_name == "prune_storage"
+
+
+def test_old_runs_go_with_their_events_and_checks_failures_stay_longer(emulator, database_url, instance):
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+
+    def materialize(**overrides) -> dg.ExecuteInProcessResult:
+        return dg.materialize([fetch_prices_and_rankings, top_assets], partition_key=minute.strftime(MINUTE_FORMAT),
+                              resources=resources(emulator.url, database_url, **overrides), instance=instance,
+                              raise_on_error=False)  # fmt: skip
+
+    succeeded = materialize().run_id
+    failed = materialize(cc_key="").run_id  # CryptoCompare refuses: the run fails
+    assert instance.get_run_by_id(failed).status == dg.DagsterRunStatus.FAILURE
+    assert check_executions(instance, succeeded) >= 5 and len(instance.all_logs(succeeded)) > 20
+    store = Warehouse(database_url)
+    served = store.snapshot_rows(minute, 200)
+    assert len(served) == 200 and raw_rows(store) > 0
+
+    assert prune(instance, database_url).success  # the defaults: 7 days of runs, 30 of failures, 7 of raw rows
+    assert instance.get_run_by_id(succeeded) is not None and raw_rows(store) > 0
+
+    assert prune(instance, database_url, run_days=0, failed_run_days=30, raw_days=0).success
+    assert instance.get_run_by_id(succeeded) is None
+    assert instance.all_logs(succeeded) == [] and check_executions(instance, succeeded) == 0
+    assert instance.get_run_by_id(failed) is not None and instance.all_logs(failed)
+    assert raw_rows(store) == 0
+    assert store.snapshot_rows(minute, 200) == served  # the served history is never pruned
+
+    assert prune(instance, database_url, run_days=0, failed_run_days=0, raw_days=0).success
+    assert instance.get_run_by_id(failed) is None and instance.all_logs(failed) == []
+    # Only the last prune run itself is left.
+    assert [r.job_name for r in instance.get_runs()] == ["prune_storage"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_local_instance_writes_no_file_per_run(emulator, database_url, instance, tmp_path):
+    home = tmp_path / "dagster_home"
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+
+    def materialize(at: datetime) -> None:
+        dg.materialize([fetch_prices_and_rankings, top_assets], partition_key=at.strftime(MINUTE_FORMAT),
+                       resources=resources(emulator.url, database_url), instance=instance)  # fmt: skip
+
+    materialize(minute)
+    files = sorted(p.relative_to(home) for p in home.rglob("*") if p.is_file())
+    materialize(minute - timedelta(minutes=1))
+    materialize(minute - timedelta(minutes=2))
+    assert sorted(p.relative_to(home) for p in home.rglob("*") if p.is_file()) == files
+    assert len(instance.get_runs()) == 3
