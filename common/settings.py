@@ -104,6 +104,9 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="Open backfill requests before the API answers 429."
     )
     backfill_max_minutes_per_run: int = Field(default=120, ge=1, description="Adjacent requested minutes per run.")
+    backfill_chunk_minutes: int = Field(
+        default=120, ge=1, description="A range run works this many minutes at a time (bounded memory)."
+    )
     backfill_max_runs_per_tick: int = Field(default=10, ge=1, description="Backfill runs the sensor starts per tick.")
 
     # Logging: each service's dictConfig file; the LOG_* variables override what it says.

@@ -88,6 +88,7 @@ defs = dg.Definitions(
             match_rate_threshold=settings.match_rate_threshold,
             row_count_threshold=settings.row_count_threshold,
             historical_price_source=settings.historical_price_source,
+            chunk_minutes=settings.backfill_chunk_minutes,
         ),
         "retention": RetentionConfig(
             run_days=settings.run_retention_days,

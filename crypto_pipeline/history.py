@@ -26,6 +26,12 @@ def minutes_in(start: datetime, end: datetime) -> list[datetime]:
     return [start + timedelta(minutes=i) for i in range(count)]
 
 
+def chunk_bounds(start: datetime, end: datetime, minutes: int) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut into consecutive windows of at most `minutes` (bounded work per chunk)."""
+    step = timedelta(minutes=minutes)
+    return [(first, min(first + step, end)) for first in minutes_in(start, end)[::minutes]]
+
+
 def uses_minute_bars(start: datetime, now: datetime) -> bool:
     """Minute bars are kept 7 days upstream; older windows fall back to hourly bars."""
     return now - start + timedelta(days=1) < CC_MINUTE_HISTORY

@@ -450,6 +450,17 @@ class Warehouse:
                         fetched = delete(fetches).where(fetches.c.dataset == table.name, fetches.c.minute.in_(minutes))
                         deleted["fetches"] += conn.execute(fetched).rowcount
 
+    def fetched_since(self, start: datetime, end: datetime, dataset: str, since: datetime) -> bool:
+        """Whether every minute in [start, end) has `dataset` stored by a fetch at or after `since`."""
+        query = select(func.count()).where(
+            fetches.c.dataset == dataset,
+            fetches.c.minute >= start,
+            fetches.c.minute < end,
+            fetches.c.fetched_at >= since,
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one() == (end - start) // timedelta(minutes=1)
+
     # --- reads ----------------------------------------------------------------------------
     def unmatched_symbols(self, minute: datetime, limit: int = 20) -> list[str]:
         """Ranked symbols at `minute` that no price matched, best rank first."""

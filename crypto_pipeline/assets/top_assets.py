@@ -11,6 +11,7 @@ from datetime import UTC
 import dagster as dg
 
 from crypto_pipeline.assets.upstream import PRICES, RANKINGS
+from crypto_pipeline.history import chunk_bounds
 from crypto_pipeline.partitions import MINUTE_FORMAT, minute_partitions
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
@@ -53,9 +54,14 @@ def top_assets(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
     window = context.partition_time_window
     start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
     store = warehouse.store
-    merge = store.merge_top_assets(
-        start, end, toplist.depth, run_id=context.run_id, row_count_threshold=toplist.row_count_threshold
-    )
+    merge = Merge([], {}, {})
+    for first, last in chunk_bounds(start, end, toplist.chunk_minutes):  # each chunk is its own transaction
+        part = store.merge_top_assets(
+            first, last, toplist.depth, run_id=context.run_id, row_count_threshold=toplist.row_count_threshold
+        )
+        merge.stored.extend(part.stored)
+        merge.quality.update(part.quality)
+        merge.blocked.update(part.blocked)
     if not merge.quality:
         raise dg.Failure(f"no minute in [{start:%Y-%m-%d %H:%M}, {end:%H:%M}) has prices and rankings stored")
     if merge.stored:

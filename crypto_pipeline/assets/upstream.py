@@ -17,12 +17,13 @@ import dagster as dg
 
 from crypto_pipeline.history import (
     bar_requests,
+    chunk_bounds,
     latest_at_each,
     minutes_in,
     rolling_24h_volume,
     uses_minute_bars,
 )
-from crypto_pipeline.partitions import minute_partitions
+from crypto_pipeline.partitions import MINUTE_FORMAT, minute_partitions
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.errors import UpstreamBadRequest, UpstreamError, UpstreamTransientError
@@ -48,6 +49,14 @@ class Window:
     @property
     def mode(self) -> str:
         return "latest" if self.live else "historical"
+
+    def chunks(self, minutes: int) -> list["Window"]:
+        """Consecutive windows of at most `minutes`, covering this one (a live minute is one chunk)."""
+        if self.live:
+            return [self]
+        return [
+            Window(start, end, self.now, timedelta(0)) for start, end in chunk_bounds(self.start, self.end, minutes)
+        ]
 
 
 @dataclass
@@ -164,8 +173,50 @@ def past_rankings(series: CryptoCompareSeries, window: Window, depth: int) -> Ba
     return Batch(rows, "cryptocompare", series.emulated, series.rejected, series.reasons)
 
 
-def record(store, key: dg.AssetKey, window: Window, batch: Batch) -> dict:
-    """Replace the window's rows of one dataset and return its materialization metadata."""
+@dataclass
+class Stored:
+    """What the chunks of a range stored for one dataset, summed into its materialization."""
+
+    minutes: list[datetime] = field(default_factory=list)
+    rows: int = 0
+    rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
+    credits: int | None = None
+    without_cmc_id: int = 0
+    resumed: int = 0  # minutes an earlier attempt of this run had stored: not fetched again
+    provider: str = ""
+    source: str = ""
+
+    def add(self, window: Window, written: "Stored") -> None:
+        self.minutes += window.minutes
+        self.rows += written.rows
+        self.rejected += written.rejected
+        self.reasons += written.reasons[: 20 - len(self.reasons)]
+        if written.credits is not None:
+            self.credits = (self.credits or 0) + written.credits
+        self.without_cmc_id += written.without_cmc_id
+        self.provider, self.source = written.provider, written.source
+
+    def metadata(self, key: dg.AssetKey, mode: str) -> dict:
+        metadata = {
+            "rows": dg.MetadataValue.int(self.rows),
+            "rejected": dg.MetadataValue.int(self.rejected),
+            "rejected_examples": dg.MetadataValue.json(self.reasons),
+            "provider": self.provider,
+            "source": self.source,
+            "mode": mode,
+        }
+        if self.credits is not None:
+            metadata["cmc_credits"] = dg.MetadataValue.int(self.credits)
+        if key == RANKINGS:
+            metadata["without_cmc_id"] = dg.MetadataValue.int(self.without_cmc_id)
+        if self.resumed:
+            metadata["resumed_minutes"] = dg.MetadataValue.int(self.resumed)
+        return metadata
+
+
+def record(store, key: dg.AssetKey, window: Window, batch: Batch) -> Stored:
+    """Replace the window's rows of one dataset (one transaction) and say what was written."""
     counts = Counter(row["minute"] for row in batch.rows)
     fetches = [
         Fetch(m, key.path[-1], batch.provider, batch.emulated, window.mode, counts[m], batch.rejected, window.now)
@@ -173,19 +224,11 @@ def record(store, key: dg.AssetKey, window: Window, batch: Batch) -> dict:
     ]  # a record rejected from the window's fetch is missing from each of its minutes
     replace = store.replace_prices if key == PRICES else store.replace_rankings
     replace(window.start, window.end, batch.rows, fetches)
-    metadata = {
-        "rows": dg.MetadataValue.int(len(batch.rows)),
-        "rejected": dg.MetadataValue.int(batch.rejected),
-        "rejected_examples": dg.MetadataValue.json(batch.reasons[:20]),
-        "provider": batch.provider,
-        "source": "emulated" if batch.emulated else "live",
-        "mode": window.mode,
-    }
-    if batch.credits is not None:
-        metadata["cmc_credits"] = dg.MetadataValue.int(batch.credits)
-    if key == RANKINGS:
-        metadata["without_cmc_id"] = dg.MetadataValue.int(sum(1 for r in batch.rows if r["cmc_id"] is None))
-    return metadata
+    return Stored(
+        rows=len(batch.rows), rejected=batch.rejected, reasons=batch.reasons[:20], credits=batch.credits,
+        without_cmc_id=sum(1 for r in batch.rows if key == RANKINGS and r["cmc_id"] is None),
+        provider=batch.provider, source="emulated" if batch.emulated else "live",
+    )  # fmt: skip
 
 
 @dg.multi_asset(
@@ -218,7 +261,7 @@ def fetch_prices_and_rankings(
     warehouse: WarehouseResource,
     toplist: ToplistConfig,
 ):
-    window = Window(
+    whole = Window(
         context.partition_time_window.start.astimezone(UTC),
         context.partition_time_window.end.astimezone(UTC),
         datetime.now(UTC),
@@ -226,7 +269,61 @@ def fetch_prices_and_rankings(
     )
     store = warehouse.store
     selected = [key for key in (PRICES, RANKINGS) if key in context.selected_asset_keys]
-    # Worker threads do I/O only; all logging and events stay on this thread.
+    since = run_family_started(context)
+    stored = {key: Stored() for key in selected}
+    failures: list[tuple[dg.AssetKey, BaseException]] = []
+    # Chunk by chunk, each committed on its own: memory is one chunk's, a failure keeps the
+    # chunks before it, and a retry (or a re-execution) skips what its run family stored.
+    for window in whole.chunks(toplist.chunk_minutes):
+        todo = []
+        for key in selected:
+            if window.live or not store.fetched_since(window.start, window.end, key.path[-1], since):
+                todo.append(key)
+            else:
+                stored[key].minutes += window.minutes
+                stored[key].resumed += len(window.minutes)
+        for key, outcome in fetch_chunk(window, todo, cmc, cryptocompare, store, toplist).items():
+            if isinstance(outcome, BaseException):
+                context.log.error("%s failed: %s", key.to_user_string(), outcome)
+                failures.append((key, outcome))
+            else:
+                stored[key].add(window, outcome)
+        if failures:
+            break
+    for key, done in stored.items():
+        if len(done.minutes) == len(whole.minutes):  # complete (if anything failed, the other dataset did)
+            yield dg.MaterializeResult(asset_key=key, metadata=done.metadata(key, whole.mode))
+        else:  # the minutes stored before the failure count as materialized, the rest do not
+            for minute in done.minutes:
+                yield dg.AssetMaterialization(asset_key=key, partition=minute.strftime(MINUTE_FORMAT))
+    if failures:
+        transient = all(isinstance(error, UpstreamTransientError) for _, error in failures)
+        raise dg.Failure(
+            description="; ".join(f"{key.to_user_string()}: {error}" for key, error in failures),
+            allow_retries=transient,
+        )
+
+
+def run_family_started(context: dg.AssetExecutionContext) -> datetime:
+    """When the first run of this run's family (the run itself unless it is a re-execution) was created."""
+    run = context.run
+    record = context.instance.get_run_record_by_id(run.root_run_id or run.run_id)
+    created = record.create_timestamp
+    return created.replace(tzinfo=created.tzinfo or UTC)
+
+
+def fetch_chunk(
+    window: Window,
+    selected: list[dg.AssetKey],
+    cmc: CoinMarketCapResource,
+    cryptocompare: CryptoCompareResource,
+    store,
+    toplist: ToplistConfig,
+) -> dict[dg.AssetKey, Stored | BaseException]:
+    """Fetch and store one chunk of each selected dataset concurrently; one failing never stops the other."""
+    if not selected:
+        return {}
+    # Worker threads do I/O only; all logging and events stay on the asset's thread.
     with ThreadPoolExecutor(max_workers=3) as pool:
         if window.live:
             fetchers = {
@@ -244,17 +341,4 @@ def fetch_prices_and_rankings(
                 RANKINGS: lambda: past_rankings(series.result(), window, toplist.ranking_depth),
             }
         futures = {key: pool.submit(lambda key=key: record(store, key, window, fetchers[key]())) for key in selected}
-    failures = []
-    for key, future in futures.items():
-        error = future.exception()
-        if error is None:
-            yield dg.MaterializeResult(asset_key=key, metadata=future.result())
-        else:
-            context.log.error("%s failed: %s", key.to_user_string(), error)
-            failures.append((key, error))
-    if failures:
-        transient = all(isinstance(error, UpstreamTransientError) for _, error in failures)
-        raise dg.Failure(
-            description="; ".join(f"{key.to_user_string()}: {error}" for key, error in failures),
-            allow_retries=transient,
-        )
+    return {key: future.exception() or future.result() for key, future in futures.items()}

@@ -17,6 +17,9 @@ class ToplistConfig(dg.ConfigurableResource):
     )
     match_rate_threshold: float = Field(default=0.9, ge=0, le=1, description="Top-100 match rate below this warns.")
     row_count_threshold: float = Field(default=0.9, ge=0, le=1, description="A snapshot needs depth x this many rows.")
+    chunk_minutes: int = Field(
+        default=120, ge=1, description="A range is fetched, stored and merged this many minutes at a time."
+    )
     historical_price_source: Literal["coinmarketcap", "cryptocompare"] = Field(
         default="coinmarketcap", description="Where past minutes' prices come from; stored with each snapshot."
     )

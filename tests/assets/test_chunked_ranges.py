@@ -1,0 +1,110 @@
+"""A range is processed in chunks, each committed on its own: a failure keeps the chunks before
+it, a retry of the step continues after them, and a re-run completes the range."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+from sqlalchemy import select
+
+from crypto_pipeline.partitions import MINUTE_FORMAT
+from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
+from crypto_pipeline.resources.errors import UpstreamBadRequest, UpstreamTransientError
+from tests.assets.test_pipeline import ASSETS, resources
+from warehouse.schema import prices
+from warehouse.store import Warehouse
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+CHUNK = 2
+FAILURES: dict[str, int] = {}  # failures still to inject, per test; resources are rebuilt per run
+
+
+class FailingFromMinute(CoinMarketCapResource):
+    """The real client, except that historical quotes reaching `fail_from` fail `times` times."""
+
+    fail_from: str
+    transient: bool = False
+
+    def quotes_historical(self, ids, start, end):
+        if end >= datetime.fromisoformat(self.fail_from) and FAILURES.get(self.fail_from, 0) > 0:
+            FAILURES[self.fail_from] -= 1
+            error = UpstreamTransientError if self.transient else UpstreamBadRequest
+            raise error("CoinMarketCap", "injected: the upstream failed in the middle of the range")
+        return super().quotes_historical(ids, start, end)
+
+
+def price_minutes(store: Warehouse) -> list[datetime]:
+    with store.engine.connect() as conn:
+        return list(conn.execute(select(prices.c.minute).group_by(prices.c.minute).order_by(prices.c.minute)).scalars())
+
+
+def materialize_range(emulator, database_url, instance, first: datetime, minutes: int, cmc=None):
+    chosen = resources(emulator.url, database_url, chunk_minutes=CHUNK)
+    if cmc is not None:
+        chosen["cmc"] = cmc
+    last = first + timedelta(minutes=minutes - 1)
+    return dg.materialize(
+        ASSETS,
+        resources=chosen,
+        instance=instance,
+        tags={RANGE_START: first.strftime(MINUTE_FORMAT), RANGE_END: last.strftime(MINUTE_FORMAT)},
+        raise_on_error=False,
+    )
+
+
+def past_range() -> datetime:
+    return datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+
+
+def failing_cmc(emulator, fail_from: datetime, times: int, transient: bool) -> FailingFromMinute:
+    FAILURES[fail_from.isoformat()] = times
+    return FailingFromMinute(api_key="test-key", base_url=emulator.url, timeout_seconds=2.0, backoff_seconds=0.01,
+                             max_attempts=2, fail_from=fail_from.isoformat(), transient=transient)  # fmt: skip
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_a_failure_keeps_the_chunks_before_it_and_a_rerun_completes(emulator, database_url, dagster_instance):
+    first = past_range()
+    store = Warehouse(database_url)
+    broken = failing_cmc(emulator, first + timedelta(minutes=CHUNK), times=1, transient=False)
+
+    failed = materialize_range(emulator, database_url, dagster_instance, first, 3 * CHUNK, cmc=broken)
+
+    assert not failed.success
+    assert price_minutes(store) == [first + timedelta(minutes=m) for m in range(CHUNK)]  # the first chunk, committed
+    stored_keys = {e.partition for e in failed.get_asset_materialization_events() if e.asset_key.path == ["prices"]}
+    assert stored_keys == {(first + timedelta(minutes=m)).strftime(MINUTE_FORMAT) for m in range(CHUNK)}
+    assert store.snapshot_at_or_before(first + timedelta(minutes=3 * CHUNK), timedelta(minutes=10)) is None
+
+    rerun = materialize_range(emulator, database_url, dagster_instance, first, 3 * CHUNK)
+
+    assert rerun.success
+    minutes = [first + timedelta(minutes=m) for m in range(3 * CHUNK)]
+    assert price_minutes(store) == minutes
+    for minute in minutes:
+        assert len(store.snapshot_rows(minute, 200)) == 200
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_retried_step_continues_after_the_chunks_it_stored(emulator, database_url, dagster_instance):
+    first = past_range()
+    flaky = failing_cmc(emulator, first + timedelta(minutes=2 * CHUNK), times=1, transient=True)
+    calls_before = emulator.requests().get("cmc_quotes_historical", 0)
+
+    result = materialize_range(emulator, database_url, dagster_instance, first, 3 * CHUNK, cmc=flaky)
+
+    assert result.success
+    assert any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+    # 250 ranked assets are 3 quotes/historical calls of 100 ids per chunk: the retry fetched
+    # only the last chunk again, not the two it had stored.
+    assert emulator.requests().get("cmc_quotes_historical", 0) - calls_before == 3 * 3
+    # The failed attempt marked its two stored chunks materialized; the retry, the whole range.
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["prices"]]
+    assert len(events) == 2 * CHUNK + 3 * CHUNK
+    metadata = events[-1].materialization.metadata
+    assert metadata["resumed_minutes"].value == 2 * CHUNK
+    store = Warehouse(database_url)
+    assert all(len(store.snapshot_rows(first + timedelta(minutes=m), 200)) == 200 for m in range(3 * CHUNK))
