@@ -27,7 +27,6 @@ from crypto_pipeline.partitions import MINUTE_FORMAT, minute_partitions
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.errors import UpstreamBadRequest, UpstreamError, UpstreamTransientError
-from crypto_pipeline.resources.parsing import HistoryBar
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
 from warehouse.store import Fetch
@@ -73,10 +72,11 @@ class Batch:
 
 @dataclass
 class CryptoCompareSeries:
-    """Each candidate's CryptoCompare bars covering the window and the 24h before it."""
+    """Per candidate, what its CryptoCompare bars say about each minute of the window: the 24h
+    volume ending with it and the close at or before it. The bars themselves (the window and
+    the 24h before it, ~1,500 per asset) are dropped as soon as these are computed."""
 
-    bars: list[tuple[dict, list[HistoryBar]]]
-    minute_bars: bool
+    summaries: list[tuple[dict, dict[datetime, float], dict[datetime, float]]]  # candidate, volumes, closes
     emulated: bool
     rejected: int
     reasons: list[str]
@@ -115,13 +115,12 @@ def past_prices_from_cmc(cmc: CoinMarketCapResource, window: Window, ranked: lis
 def past_prices_from_cryptocompare(series: CryptoCompareSeries, window: Window) -> Batch:
     """Closing prices of the bars already fetched for the ranking (HISTORICAL_PRICE_SOURCE=cryptocompare)."""
     rows = []
-    for candidate, bars in series.bars:
+    for candidate, _, closes in series.summaries:
         if candidate["cmc_id"] is None:
             continue
-        quotes = [(datetime.fromtimestamp(bar.time, UTC), bar) for bar in bars if bar.close > 0]
-        for minute, bar in latest_at_each(quotes, window.minutes).items():
+        for minute, close in closes.items():
             rows.append({"minute": minute, "cmc_id": candidate["cmc_id"], "symbol": candidate["symbol"],
-                         "name": candidate["name"], "price_usd": bar.close})  # fmt: skip
+                         "name": candidate["name"], "price_usd": close})  # fmt: skip
     return Batch(rows, "cryptocompare", series.emulated)
 
 
@@ -134,35 +133,40 @@ def live_rankings(cryptocompare: CryptoCompareResource, window: Window, depth: i
 def cryptocompare_series(
     cryptocompare: CryptoCompareResource, window: Window, ranked: list[dict]
 ) -> CryptoCompareSeries:
-    """Every candidate's bars for the whole window, fetched once, `concurrency` series at a time."""
+    """Every candidate's bars for the whole window, fetched once, `concurrency` series at a time,
+    each summarized per minute on its thread so only `concurrency` series are held at once."""
     minute_bars = uses_minute_bars(window.start, window.now)
     calls = bar_requests(window.start, window.end, minute_bars)
 
-    def bars_of(candidate: dict):
+    def summary_of(candidate: dict):
         try:
             fetched = [cryptocompare.history(candidate["symbol"], to_ts, limit, hourly=not minute_bars)
                        for to_ts, limit in calls]  # fmt: skip
         except UpstreamBadRequest as error:  # e.g. CryptoCompare has no history for this symbol
             return candidate, error
-        return candidate, fetched
+        bars = [bar for h in fetched for bar in h.bars]
+        quotes = [(datetime.fromtimestamp(bar.time, UTC), bar.close) for bar in bars if bar.close > 0]
+        volumes = rolling_24h_volume(bars, window.minutes, minute_bars)
+        return candidate, (any(h.emulated for h in fetched), volumes, latest_at_each(quotes, window.minutes))
 
-    series = CryptoCompareSeries([], minute_bars, False, 0, [])
+    series = CryptoCompareSeries([], False, 0, [])
     with ThreadPoolExecutor(max_workers=cryptocompare.concurrency) as pool:
-        for candidate, result in pool.map(bars_of, ranked):
+        for candidate, result in pool.map(summary_of, ranked):
             if isinstance(result, UpstreamError):
                 series.rejected += 1
                 series.reasons.append(f"{candidate['symbol']}: {result}")
                 continue
-            series.emulated |= any(h.emulated for h in result)
-            series.bars.append((candidate, [bar for h in result for bar in h.bars]))
+            emulated, volumes, closes = result
+            series.emulated |= emulated
+            series.summaries.append((candidate, volumes, closes))
     return series
 
 
 def past_rankings(series: CryptoCompareSeries, window: Window, depth: int) -> Batch:
     """Candidates ranked per minute by the 24h volume ending with that minute."""
     volumes: dict[datetime, list[tuple[float, dict]]] = {m: [] for m in window.minutes}
-    for candidate, bars in series.bars:
-        for minute, volume in rolling_24h_volume(bars, window.minutes, series.minute_bars).items():
+    for candidate, by_minute, _ in series.summaries:
+        for minute, volume in by_minute.items():
             volumes[minute].append((volume, candidate))
     rows = []
     for minute, ranked_here in volumes.items():

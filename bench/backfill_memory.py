@@ -1,0 +1,85 @@
+"""Peak memory of range backfills of growing length: flat, because a range works in chunks.
+
+    .venv/bin/python -m bench.backfill_memory [--minutes 60 360 1440] [--chunk-minutes 120]
+
+Each range is one `dagster asset materialize --partition-range` run (the CLI executes it in
+its own process) against the emulator, on a fresh SQLite warehouse and the local instance
+configuration; its peak RSS is read from the kernel when it exits (`wait4`). The baseline, in
+the same invocation, is one single-minute run. `--chunk-minutes` above the longest range
+shows what a range cost before chunking. Goal: a 30-day range (43,200 minutes) under 500 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+
+from scripts.run_stack import LOCAL_INSTANCE, ROOT, Stack, wait_until_up
+from warehouse.store import Warehouse
+
+COMMAND = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "crypto_pipeline.definitions",
+           "--select", "prices,rankings,top_assets"]  # fmt: skip
+
+
+def key(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d-%H:%M")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def peak_rss(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(peak RSS in MB, wall seconds) of one CLI run, which must succeed."""
+    started = time.monotonic()
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(args[-2:])} failed:\n{process.stderr.read().decode()[-3000:]}")
+    return usage.ru_maxrss / 1024, time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=int, nargs="+", default=[60, 360, 1440], help="range lengths")
+    parser.add_argument("--chunk-minutes", type=int, default=None, help="BACKFILL_CHUNK_MINUTES (default: setting)")
+    args = parser.parse_args()
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    with tempfile.TemporaryDirectory() as data:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if k not in ("CMC_API_KEY", "CRYPTOCOMPARE_API_KEY")}
+        env.update(PYTHONPATH=str(ROOT), DAGSTER_HOME=data, DATABASE_URL=f"sqlite:///{data}/warehouse.db",
+                   EMULATOR_URL=f"http://127.0.0.1:{port}", LOG_CONSOLE="false",
+                   HISTORY_START=(now - timedelta(minutes=sum(args.minutes) + 180)).isoformat())  # fmt: skip
+        if args.chunk_minutes:
+            env["BACKFILL_CHUNK_MINUTES"] = str(args.chunk_minutes)
+        shutil.copy(LOCAL_INSTANCE, f"{data}/dagster.yaml")
+        Warehouse(env["DATABASE_URL"]).upgrade()
+        emulator = Stack(env, with_emulator=False, quiet=True)
+        emulator.spawn(sys.executable, "-m", "emulator", "--port", str(port))
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}/_emulator/health", 30)
+            rss, wall = peak_rss([*COMMAND, "--partition", key(now)], env)  # also stores the ranking candidates
+            print(f"baseline: one live minute       peak RSS {rss:6.0f} MB   {wall:6.1f} s wall", flush=True)
+            last = now - timedelta(hours=2)
+            for minutes in args.minutes:  # each range ends where the previous one began: fresh minutes
+                first = last - timedelta(minutes=minutes - 1)
+                rss, wall = peak_rss([*COMMAND, "--partition-range", f"{key(first)}...{key(last)}"], env)
+                print(f"range of {minutes:6,} minutes        peak RSS {rss:6.0f} MB   {wall:6.1f} s wall", flush=True)
+                last = first - timedelta(minutes=1)
+        finally:
+            emulator.stop()
+    print(f"chunk: {args.chunk_minutes or 'BACKFILL_CHUNK_MINUTES'} minutes; goal: a 30-day range under 500 MB")
+
+
+if __name__ == "__main__":
+    main()
