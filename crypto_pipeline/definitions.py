@@ -4,8 +4,10 @@ Secrets are wired with EnvVar so their values never enter run config or the UI; 
 comes from the settings module (environment variables, see README).
 """
 
+import logging
 import multiprocessing
 import os
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -14,6 +16,7 @@ from common.settings import get_settings
 from crypto_pipeline.assets.top_assets import top_assets
 from crypto_pipeline.assets.upstream import fetch_prices_and_rankings
 from crypto_pipeline.maintenance import RetentionConfig, prune_storage, prune_storage_schedule
+from crypto_pipeline.partitions import window_warning
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.sources import SOURCES_DIR, find_source
@@ -26,6 +29,8 @@ settings = get_settings()
 # A run worker (a child process of the code server) keeps no log file: Dagster keeps its lines
 # in the run's logs (python_logs in the instance config), and a file per run would pile up.
 configure_logging("pipeline", settings, keep_files=multiprocessing.parent_process() is None)
+if warning := window_warning(settings.history_start, datetime.now(UTC)):
+    logging.getLogger(__name__).warning(warning)
 
 
 def api_key(variable: str) -> str | dg.EnvVar:
