@@ -12,6 +12,7 @@ from sqlalchemy import select
 from crypto_pipeline.partitions import MINUTE_FORMAT
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.errors import UpstreamBadRequest, UpstreamTransientError
+from crypto_pipeline.resources.toplist import ToplistConfig
 from tests.assets.test_pipeline import ASSETS, resources
 from warehouse.schema import prices
 from warehouse.store import Warehouse
@@ -19,6 +20,7 @@ from warehouse.store import Warehouse
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 CHUNK = 2
+DEPTH = 20
 FAILURES: dict[str, int] = {}  # failures still to inject, per test; resources are rebuilt per run
 
 
@@ -42,7 +44,9 @@ def price_minutes(store: Warehouse) -> list[datetime]:
 
 
 def materialize_range(emulator, database_url, instance, first: datetime, minutes: int, cmc=None):
-    chosen = resources(emulator.url, database_url, chunk_minutes=CHUNK)
+    chosen = resources(emulator.url, database_url)
+    # A short list keeps three chunks of upstream calls quick: 30 ranked, one CMC call per chunk.
+    chosen["toplist"] = ToplistConfig(depth=DEPTH, ranking_depth=30, price_depth=100, chunk_minutes=CHUNK)
     if cmc is not None:
         chosen["cmc"] = cmc
     last = first + timedelta(minutes=minutes - 1)
@@ -85,7 +89,7 @@ def test_a_failure_keeps_the_chunks_before_it_and_a_rerun_completes(emulator, da
     minutes = [first + timedelta(minutes=m) for m in range(3 * CHUNK)]
     assert price_minutes(store) == minutes
     for minute in minutes:
-        assert len(store.snapshot_rows(minute, 200)) == 200
+        assert len(store.snapshot_rows(minute, DEPTH)) == DEPTH
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -98,13 +102,13 @@ def test_a_retried_step_continues_after_the_chunks_it_stored(emulator, database_
 
     assert result.success
     assert any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
-    # 250 ranked assets are 3 quotes/historical calls of 100 ids per chunk: the retry fetched
-    # only the last chunk again, not the two it had stored.
-    assert emulator.requests().get("cmc_quotes_historical", 0) - calls_before == 3 * 3
+    # One quotes/historical call per chunk: the retry fetched only the last chunk again, not
+    # the two it had stored.
+    assert emulator.requests().get("cmc_quotes_historical", 0) - calls_before == 3
     # The failed attempt marked its two stored chunks materialized; the retry, the whole range.
     events = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["prices"]]
     assert len(events) == 2 * CHUNK + 3 * CHUNK
     metadata = events[-1].materialization.metadata
     assert metadata["resumed_minutes"].value == 2 * CHUNK
     store = Warehouse(database_url)
-    assert all(len(store.snapshot_rows(first + timedelta(minutes=m), 200)) == 200 for m in range(3 * CHUNK))
+    assert all(len(store.snapshot_rows(first + timedelta(minutes=m), DEPTH)) == DEPTH for m in range(3 * CHUNK))
