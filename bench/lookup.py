@@ -135,12 +135,12 @@ def main() -> None:
         kinds = {"baseline: checkout + SELECT 1": baseline, f"random past minute ({args.depth} rows)": past,
                  f'"now", the newest minute ({args.depth} rows)': now}  # fmt: skip
         timed(past, 200)  # warm the pool, the statement caches and the asset names
-        samples = {name: [] for name in kinds}
+        samples = {label: [] for label in kinds}
         for _ in range(args.lookups):  # interleaved, so the machine's noise falls on all three alike
-            for name, call in kinds.items():
-                samples[name] += timed(call, 1)
-        for name, measured in samples.items():
-            report(name, measured)
+            for label, call in kinds.items():
+                samples[label] += timed(call, 1)
+        for label, measured in samples.items():
+            report(label, measured)
         print("goal: p99 <= 10 ms and median <= 2 ms for both")
         store.engine.dispose()
     finally:
