@@ -90,6 +90,7 @@ VARY = "Accept, Accept-Encoding"
 RawHeaders = list[tuple[bytes, bytes]]
 RESOLVE_SECONDS = 1.0  # how long a query keeps its snapshot: a new one may land any second
 MEMO_ENTRIES = 4096
+MEMO_QUERY_BYTES = 512  # longer query strings (junk parameters) are validated every time: the memo stays ~2 MB
 
 
 @dataclass(frozen=True)
@@ -372,7 +373,8 @@ async def get_toplist(
     # on every request. A validated query string is kept for the ASGI fast path (api/fastpath.py).
     service: ToplistService = request.app.state.toplist
     query = ToplistQuery.parse(limit, datetime_, format_, service.settings)
-    service.queries[request.scope["query_string"]] = query
+    if len(request.scope["query_string"]) <= MEMO_QUERY_BYTES:
+        service.queries[request.scope["query_string"]] = query
     try:
         answer = await service.answer(query, request.scope["headers"])
     except NotStored as missing:
