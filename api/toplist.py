@@ -167,7 +167,7 @@ def cache_control(snapshot: Snapshot, minute: datetime, is_now: bool, now: datet
     - a stored past minute: `API_STORED_MAX_AGE_SECONDS`, then revalidation, since a re-run or
       a range backfill can rewrite it (its ETag then changes).
     """
-    if snapshot.minute != minute:
+    if snapshot.minute != minute or (is_now and minute_of(now) != minute):  # "now" resolved in the minute before
         return "public, no-cache"
     if is_now:
         return f"public, max-age={max(1, 60 - now.second)}"

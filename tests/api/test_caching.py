@@ -83,3 +83,22 @@ def test_stored_minutes_before_history_start_are_served_and_only_new_backfills_a
     assert served.status_code == 200 and served.json()["snapshot_time"] == iso(stored)
     assert missing.status_code == 404 and "HISTORY_START" in missing.json()["detail"]
     assert store.count_backfill_requests(["requested"]) == 0
+
+
+def test_now_resolved_just_before_a_minute_boundary_is_not_cached_into_the_next(api, store, monkeypatch):
+    """The snapshot for now resolved at hh:mm:59.9 and answered at the next minute (a database read in between) is
+    the previous minute's snapshot: a stand-in, not cacheable for the whole new minute."""
+    minute = this_minute() - timedelta(minutes=5)
+    seed_snapshot(store, minute)
+    moments = [minute + timedelta(seconds=59.9), minute + timedelta(seconds=60.1)]  # resolve, then answer
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return moments.pop(0) if len(moments) > 1 else moments[0]
+
+    monkeypatch.setattr("api.toplist.datetime", Clock)
+    with api() as server:
+        response = server.get("/", params={"limit": 5})
+    assert response.status_code == 200 and response.headers["x-snapshot-time"] == iso(minute)
+    assert response.headers["cache-control"] == "public, no-cache"
