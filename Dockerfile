@@ -17,7 +17,7 @@ FROM python:3.11-slim AS runtime
 RUN useradd --create-home --uid 10001 app && mkdir -p /opt/dagster/home && chown app /opt/dagster/home
 WORKDIR /app
 COPY --from=build --chown=app /app /app
-COPY --chown=app dagster.yaml workspace.yaml alembic.ini /opt/dagster/home/
+COPY --chown=app deploy/dagster.yaml deploy/workspace.yaml alembic.ini /opt/dagster/home/
 # Each service's logging file (docker-compose.yml mounts ./config/logging over it).
 COPY --chown=app config ./config
 ENV PATH=/app/.venv/bin:$PATH \

@@ -198,9 +198,10 @@ def baseline(minutes: float, warmup: float, port: int) -> Phase:
 def real_stack(minutes: float, warmup: float) -> Phase:
     with tempfile.TemporaryDirectory() as data:
         base = {k: v for k, v in os.environ.items() if k not in ("CMC_API_KEY", "CRYPTOCOMPARE_API_KEY")}
-        base.update(DATABASE_URL=f"sqlite:///{data}/warehouse.db", DAGSTER_HOME=f"{data}/dagster")
-        env, _ = stack_environment(base, emulator_port=18765)
-        stack = Stack(env, with_emulator=True, api_port=16667, dagster_port=13000, emulator_port=18765, quiet=True)
+        base.update(DATABASE_URL=f"sqlite:///{data}/warehouse.db", DAGSTER_HOME=f"{data}/dagster",
+                    EMULATOR_URL="http://127.0.0.1:18765")  # fmt: skip
+        env, _ = stack_environment(base)
+        stack = Stack(env, with_emulator=True, api_port=16667, dagster_port=13000, quiet=True)
         lags: dict[str, float] = {}
         client = httpx.Client(base_url="http://127.0.0.1:16667", timeout=5)
 

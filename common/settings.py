@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_ROOT / ".data"
 
+LOCAL_EMULATOR_URL = "http://127.0.0.1:8765"
 CMC_LIVE_URL = "https://pro-api.coinmarketcap.com"
 CRYPTOCOMPARE_DATA_API_LIVE_URL = "https://data-api.cryptocompare.com"
 CRYPTOCOMPARE_MIN_API_LIVE_URL = "https://min-api.cryptocompare.com"
@@ -40,8 +41,9 @@ class Settings(BaseSettings):
     # Upstreams
     cmc_api_key: SecretStr | None = None
     cryptocompare_api_key: SecretStr | None = None
-    emulator_url: str | None = Field(
-        default=None, description="Base URL of the emulator, used for both upstreams unless both API keys are set."
+    emulator_url: str = Field(
+        default=LOCAL_EMULATOR_URL,
+        description="Base URL of the emulator, used for both upstreams unless both API keys are set.",
     )
     cmc_base_url: str = CMC_LIVE_URL
     cryptocompare_data_api_url: str = CRYPTOCOMPARE_DATA_API_LIVE_URL
@@ -118,16 +120,25 @@ class Settings(BaseSettings):
     log_file: Path | None = Field(default=None, description="Redirects the file handlers here ({pid} allowed).")
     log_console: bool | None = Field(default=None, description="false drops the console handlers, true adds one.")
 
+    # Local runs (`make run`, the dagster CLI): Dagster reads DAGSTER_HOME itself; it is here so
+    # `make run` takes it from the same place as everything else.
+    dagster_home: Path = Field(default=DATA_DIR / "dagster", description="Dagster instance directory for make run.")
+
     @property
     def uses_emulator(self) -> bool:
-        """The emulator is the default upstream when the two API keys are not both configured."""
-        return self.emulator_url is not None and not (self.cmc_api_key and self.cryptocompare_api_key)
+        """Without both API keys there is no live upstream to call: the emulator serves both."""
+        return not (self.cmc_api_key and self.cryptocompare_api_key)
 
     @model_validator(mode="after")
     def _point_upstreams_at_the_emulator(self) -> Settings:
         if self.uses_emulator:
             self.cmc_base_url = self.cryptocompare_data_api_url = self.cryptocompare_min_api_url = self.emulator_url
         return self
+
+    @field_validator("dagster_home")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value if value.is_absolute() else PROJECT_ROOT / value  # Dagster insists on an absolute path
 
     @field_validator("history_start")
     @classmethod

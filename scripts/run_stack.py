@@ -1,10 +1,15 @@
 """`make run`: the whole stack on this machine, stopped together by Ctrl-C.
 
-- the emulator on :8765, unless both CMC_API_KEY and CRYPTOCOMPARE_API_KEY are set (then the
-  live APIs are used, and it says so);
+- the emulator on :8765 (the settings' EMULATOR_URL), unless both CMC_API_KEY and
+  CRYPTOCOMPARE_API_KEY are set in the environment or `.env` (then the live APIs are used, and
+  it says so);
 - `dagster dev` (webserver on :3000, daemon, the minute schedule on by default);
 - the API on :6667;
 with the warehouse and Dagster's instance in SQLite under `.data/` unless configured.
+
+Everything is read through the settings (environment, then `.env`), as the pipeline and the API
+read it. DAGSTER_HOME is recorded in `.env`, which the dagster CLI loads too: a second terminal
+in the project root then works on the same instance, warehouse and upstreams as the stack.
 """
 
 from __future__ import annotations
@@ -16,26 +21,61 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import dotenv
 import httpx
 
-from common.settings import get_settings
+from common.settings import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / ".data"
+DOTENV = ROOT / ".env"
 LOCAL_INSTANCE = ROOT / "deploy" / "dagster.local.yaml"  # SQLite, no file per run, ticks purged
+GENERATED_MARK = "# Copied from deploy/dagster.local.yaml by `make run`"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def stack_environment(base: Mapping[str, str], emulator_port: int = 8765) -> tuple[dict[str, str], bool]:
-    """The environment every process of the stack shares, and whether the emulator is needed."""
+def stack_environment(base: Mapping[str, str], settings: Settings | None = None) -> tuple[dict[str, str], bool]:
+    """The environment every process of the stack shares, and whether it starts the emulator
+    (no live keys and a loopback EMULATOR_URL: the emulator is ours to run)."""
+    settings = settings or get_settings()
     env = dict(base)
-    env.setdefault("DATABASE_URL", f"sqlite:///{DATA / 'warehouse.db'}")
-    env.setdefault("DAGSTER_HOME", str(DATA / "dagster"))
+    env.setdefault("DATABASE_URL", settings.database_url)
+    env.setdefault("DAGSTER_HOME", str(settings.dagster_home))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    live = bool(env.get("CMC_API_KEY")) and bool(env.get("CRYPTOCOMPARE_API_KEY"))
-    if not live:
-        env["EMULATOR_URL"] = f"http://127.0.0.1:{emulator_port}"
-    return env, not live
+    if settings.uses_emulator:
+        env.setdefault("EMULATOR_URL", settings.emulator_url)
+    return env, settings.uses_emulator and urlsplit(env["EMULATOR_URL"]).hostname in LOOPBACK
+
+
+def upstreams_line(settings: Settings) -> str:
+    """What `make run` says about its upstreams: the truth, from the same settings the pipeline reads."""
+    if not settings.uses_emulator:
+        return (
+            f"Upstreams: the LIVE APIs, CoinMarketCap at {settings.cmc_base_url} and CryptoCompare at "
+            f"{settings.cryptocompare_data_api_url} (both API keys are set in the environment or .env)."
+        )
+    keys = [name for name in ("CMC_API_KEY", "CRYPTOCOMPARE_API_KEY") if getattr(settings, name.lower())]
+    why = f"only {keys[0]} is set; live data needs both keys" if keys else "no API keys in the environment or .env"
+    return f"Upstreams: the emulator at {settings.emulator_url} ({why}); the data is labelled emulated."
+
+
+def record_in_dotenv(values: Mapping[str, str], path: Path = DOTENV) -> list[str]:
+    """Add to `.env` the values it does not set yet (never changing one the user wrote); the names
+    added. The dagster CLI and the settings both read `.env`, so another terminal agrees with us."""
+    present = dotenv.dotenv_values(path) if path.exists() else {}
+    added = [name for name, value in values.items() if not present.get(name)]
+    for name in added:
+        dotenv.set_key(path, name, values[name], quote_mode="never")
+    return added
+
+
+def install_local_instance(home: Path) -> None:
+    """$DAGSTER_HOME/dagster.yaml from the committed template, unless someone else's file is there."""
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    if not target.exists() or target.read_text().startswith(GENERATED_MARK):
+        target.write_text(f"{GENERATED_MARK}; edit that file, not this one.\n{LOCAL_INSTANCE.read_text()}")
 
 
 def wait_until_up(url: str, timeout: float) -> None:
@@ -53,9 +93,9 @@ class Stack:
     """The processes of the stack, each in its own process group so all of it stops together."""
 
     def __init__(self, env: dict[str, str], with_emulator: bool, api_port: int = 6667, dagster_port: int = 3000,
-                 emulator_port: int = 8765, quiet: bool = False) -> None:  # fmt: skip
+                 quiet: bool = False) -> None:  # fmt: skip
         self.env, self.with_emulator, self.quiet = env, with_emulator, quiet
-        self.api_port, self.dagster_port, self.emulator_port = api_port, dagster_port, emulator_port
+        self.api_port, self.dagster_port = api_port, dagster_port
         self.processes: list[subprocess.Popen] = []
 
     def spawn(self, *command: str) -> None:
@@ -65,15 +105,12 @@ class Stack:
         )
 
     def start(self) -> None:
-        home = Path(self.env["DAGSTER_HOME"])
-        home.mkdir(parents=True, exist_ok=True)
-        instance_config = home / "dagster.yaml"
-        if not instance_config.exists() or instance_config.read_text() != LOCAL_INSTANCE.read_text():
-            instance_config.write_text(LOCAL_INSTANCE.read_text())
+        install_local_instance(Path(self.env["DAGSTER_HOME"]))
         subprocess.run([sys.executable, "-m", "warehouse", "upgrade"], cwd=ROOT, env=self.env, check=True)
         if self.with_emulator:
-            self.spawn(sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", str(self.emulator_port))
-            wait_until_up(f"http://127.0.0.1:{self.emulator_port}/_emulator/health", 30)
+            url = urlsplit(self.env["EMULATOR_URL"])
+            self.spawn(sys.executable, "-m", "emulator", "--host", url.hostname, "--port", str(url.port or 80))
+            wait_until_up(f"{url.geturl().rstrip('/')}/_emulator/health", 30)
         self.spawn(sys.executable, "-m", "dagster", "dev", "-m", "crypto_pipeline.definitions",
                    "-h", "127.0.0.1", "-p", str(self.dagster_port))  # fmt: skip
         self.spawn(sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(self.api_port),
@@ -99,17 +136,17 @@ class Stack:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even if started with SIGINT ignored
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # and SIGTERM stop the whole stack
-    env, with_emulator = stack_environment(os.environ)
-    print(
-        "Upstreams: the local emulator on :8765 (no API keys set; data is labelled emulated)."
-        if with_emulator
-        else "Upstreams: the LIVE CoinMarketCap and CryptoCompare APIs (both API keys are set)."
-    )
-    stack = Stack(env, with_emulator, api_port=get_settings().api_port)
+    settings = get_settings()
+    env, with_emulator = stack_environment(os.environ, settings)
+    print(upstreams_line(settings))
+    added = record_in_dotenv({"DAGSTER_HOME": env["DAGSTER_HOME"]})
+    if added:
+        print(f"Recorded {', '.join(added)} in .env, so the dagster CLI in another terminal uses this instance.")
+    stack = Stack(env, with_emulator, api_port=settings.api_port)
     try:
         stack.start()
         print(
-            f"\nUp: Dagster UI http://127.0.0.1:3000 · API http://127.0.0.1:{stack.api_port} "
+            f"\nUp: Dagster UI http://127.0.0.1:{stack.dagster_port} · API http://127.0.0.1:{stack.api_port} "
             f"(try: curl 'localhost:{stack.api_port}/?limit=10') · Ctrl-C stops everything.\n"
             "The first snapshot lands within about a minute of start.",
             flush=True,

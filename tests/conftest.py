@@ -1,17 +1,22 @@
 """Shared fixtures: a real emulator process on loopback, and the warehouse databases.
 
-Postgres-backed tests use TEST_POSTGRES_URL. Outside CI they skip when it is unset or
-unreachable; under CI=true they fail instead, so CI never passes by skipping.
+Postgres-backed tests use TEST_POSTGRES_URL, or without it a throwaway cluster started for the
+session from the PostgreSQL server binaries installed here. They skip only where there are none;
+under CI=true they never skip, so CI never passes by skipping.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,35 +85,84 @@ def emulator(emulator_process: EmulatorProcess) -> Iterator[EmulatorProcess]:
     emulator_process.set_plan("standard")
 
 
-def postgres_server_url() -> str | None:
-    """TEST_POSTGRES_URL if that server answers; under CI=true an unreachable server is an error."""
-    url = os.environ.get("TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but TEST_POSTGRES_URL is not set")
-        return None
+def find_pg_ctl() -> str | None:
+    """PostgreSQL's server control program: on PATH, else the newest of Debian's versioned folders."""
+    if found := shutil.which("pg_ctl"):
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+    return str(versions[-1]) if versions else None
+
+
+@contextmanager
+def throwaway_cluster(pg_ctl: str) -> Iterator[str]:
+    """A PostgreSQL cluster of our own for the test session (pytest-postgresql's executor: initdb,
+    start, stop), as a superuser URL. PostgreSQL refuses to run as root; as root it runs as the
+    `postgres` system user, which owns the cluster's folder."""
+    from pytest_postgresql.executors import PostgreSQLExecutor
+
+    base = Path(tempfile.mkdtemp(prefix="toplist-test-pg-"))
+    executable = pg_ctl
+    if os.geteuid() == 0:
+        executable = str(base / "pg_ctl")
+        Path(executable).write_text(f'#!/bin/sh\nexec runuser -u postgres -- {shlex.quote(pg_ctl)} "$@"\n')
+        os.chmod(executable, 0o755)
+        shutil.chown(base, "postgres")
+    port = free_port()
+    executor = PostgreSQLExecutor(
+        executable=executable, host="127.0.0.1", port=port, datadir=str(base / "data"), unixsocketdir=str(base),
+        logfile=str(base / "postgresql.log"), startparams="-w", dbname="test", user="postgres",
+    )  # fmt: skip
+    executor.start()
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        executor.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def reachable(url: str) -> Exception | None:
+    """None if the server at `url` answers, else why not."""
     from sqlalchemy import create_engine, text
 
+    engine = create_engine(url, connect_args={"connect_timeout": 3})
     try:
-        with create_engine(url, connect_args={"connect_timeout": 3}).connect() as conn:
+        with engine.connect() as conn:
             conn.execute(text("select 1"))
     except Exception as error:  # noqa: BLE001 - any failure means "unreachable" here
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but Postgres at TEST_POSTGRES_URL is unreachable: {error}")
-        return None
-    return url
+        return error
+    finally:
+        engine.dispose()
+    return None
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh database on the test server for this session, dropped afterwards."""
-    server = postgres_server_url()
-    if server is None:
-        pytest.skip("TEST_POSTGRES_URL not set or unreachable (CI=true makes this a failure)")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server URL: TEST_POSTGRES_URL (CI sets it), else a throwaway cluster started for
+    the session. Skipped, with one line, only where no PostgreSQL server binaries exist; never under
+    CI=true, where every Postgres-backed test runs or fails."""
+    ci = os.environ.get("CI") == "true"
+    if url := os.environ.get("TEST_POSTGRES_URL"):
+        if (error := reachable(url)) is not None:
+            if ci:
+                pytest.fail(f"CI=true but Postgres at TEST_POSTGRES_URL is unreachable: {error}")
+            pytest.skip(f"Postgres at TEST_POSTGRES_URL is unreachable: {error}")
+        yield url
+        return
+    if ci:
+        pytest.fail("CI=true but TEST_POSTGRES_URL is not set")
+    pg_ctl = find_pg_ctl()
+    if pg_ctl is None:
+        pytest.skip("no PostgreSQL server binaries (pg_ctl) here: install PostgreSQL or set TEST_POSTGRES_URL")
+    with throwaway_cluster(pg_ctl) as url:
+        yield url
+
+
+@contextmanager
+def new_database(server: str, name: str) -> Iterator[str]:
+    """A new, empty database on `server`, dropped afterwards."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    name = f"toplist_test_{os.getpid()}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
@@ -119,6 +173,13 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh database on the test server for this session, dropped afterwards."""
+    with new_database(postgres_server, f"toplist_test_{os.getpid()}") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -141,7 +202,7 @@ def database_url(request, tmp_path) -> Iterator[str]:
 
 
 def postgres_instance_env(database_url: str) -> dict[str, str]:
-    """The DAGSTER_POSTGRES_* variables dagster.yaml reads, for the database behind `database_url`."""
+    """The DAGSTER_POSTGRES_* variables deploy/dagster.yaml reads, for the database behind `database_url`."""
     from sqlalchemy.engine import make_url
 
     url = make_url(database_url)
@@ -157,8 +218,7 @@ def postgres_instance_env(database_url: str) -> dict[str, str]:
 @pytest.fixture
 def dagster_instance(database_url, tmp_path, monkeypatch):
     """Dagster's instance on the warehouse's backend: in memory with SQLite, the production
-    dagster.yaml (dagster-postgres) with Postgres, so CI runs both stores on Postgres."""
-    import shutil
+    deploy/dagster.yaml (dagster-postgres) with Postgres, so CI runs both stores on Postgres."""
 
     import dagster as dg
 
@@ -170,6 +230,6 @@ def dagster_instance(database_url, tmp_path, monkeypatch):
         monkeypatch.setenv(variable, value)
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         yield instance

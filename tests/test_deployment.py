@@ -75,7 +75,7 @@ def test_dagster_yaml_loads_as_an_instance_on_postgres(tmp_path, postgres_url, m
 
     for variable, value in postgres_instance_env(postgres_url).items():
         monkeypatch.setenv(variable, value)
-    shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", tmp_path / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
@@ -87,6 +87,6 @@ def test_dagster_yaml_loads_as_an_instance_on_postgres(tmp_path, postgres_url, m
 def test_workspace_yaml_loads():
     from dagster._core.workspace.load import location_origins_from_yaml_paths
 
-    (origin,) = location_origins_from_yaml_paths([str(ROOT / "workspace.yaml")])
+    (origin,) = location_origins_from_yaml_paths([str(ROOT / "deploy" / "workspace.yaml")])
     assert origin.location_name == "crypto_pipeline"
     assert (origin.host, origin.port) == ("code-server", 4000)

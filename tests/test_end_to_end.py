@@ -41,7 +41,7 @@ def stack(emulator, database_url, tmp_path):
     env.update(DATABASE_URL=database_url, DAGSTER_HOME=str(home), EMULATOR_URL=emulator.url,
                BACKFILL_MAX_MINUTES_PER_RUN="30", LOG_CONSOLE="false")  # fmt: skip
     if database_url.startswith("postgresql"):
-        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")  # the production instance, on Postgres
+        shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")  # the production instance, on Postgres
         env.update(postgres_instance_env(database_url))
     running = Stack(env, with_emulator=False, api_port=free_port(), dagster_port=free_port(), quiet=True)
     try:
