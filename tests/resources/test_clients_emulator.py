@@ -53,7 +53,7 @@ def test_cc_top_list_ranks_by_volume_with_cmc_ids_where_known(emulator):
     for record in fetch.records:
         asset = MARKET.by_cc_symbol[record.symbol]
         assert record.cmc_id == (asset.cmc_id if asset.cc_knows_cmc_id else None)
-        assert record.name == asset.name  # trailing spaces trimmed
+        assert record.name == asset.cc_name.strip()  # CryptoCompare's own name, trailing spaces trimmed
 
 
 def test_cc_history_sums_to_the_24h_volume(emulator):
@@ -99,7 +99,7 @@ def test_missing_and_invalid_keys(emulator):
     with pytest.raises(UpstreamAuthError):
         cc(emulator.url, api_key="").top_by_volume(10)
     with pytest.raises(UpstreamAuthError, match="CRYPTOCOMPARE_API_KEY"):
-        cc(emulator.url, api_key="").history("XA", int(time.time()), 10)
+        cc(emulator.url, api_key="").history("BTC", int(time.time()), 10)
 
 
 TRANSIENT = [
@@ -113,7 +113,7 @@ TRANSIENT = [
 CALLS = {
     "cmc_listings_latest": lambda url, **kw: cmc(url, **kw).listings_latest(100),
     "cc_top_list": lambda url, **kw: cc(url, **kw).top_by_volume(100),
-    "cc_histominute": lambda url, **kw: cc(url, **kw).history("XA", int(time.time()) - 600, 60),
+    "cc_histominute": lambda url, **kw: cc(url, **kw).history("BTC", int(time.time()) - 600, 60),
     "cmc_quotes_historical": lambda url, **kw: cmc(url, **kw).quotes_historical(
         [1], datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC)
     ),
