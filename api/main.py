@@ -6,6 +6,8 @@ and deploys alone). One engine with a connection pool per process.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -20,7 +22,10 @@ from api.problems import ProblemError, problem_responses
 from api.toplist import Service, ToplistService, router
 from common.logs import configure_logging
 from common.settings import Settings, get_settings
+from warehouse.migrate import ensure_schema
 from warehouse.store import Warehouse
+
+log = logging.getLogger(__name__)
 
 
 def engine_options(settings: Settings) -> dict:
@@ -39,6 +44,15 @@ def engine_options(settings: Settings) -> dict:
     }
 
 
+async def ensure_schema_if_reachable(store: Warehouse) -> None:
+    """Create or upgrade the schema at start; the API starts anyway when it cannot (the database
+    is down, or read-only): requests then say what is wrong, and it recovers by itself."""
+    try:
+        await asyncio.to_thread(ensure_schema, store.engine)
+    except Exception as error:  # noqa: BLE001 - reported per request, as problem+json
+        log.warning("warehouse schema not ensured at start: %s", error)
+
+
 def create_app(settings: Settings | None = None) -> Metrics:
     """The served ASGI app: metrics, then the fast path for stored snapshots, in front of FastAPI."""
     settings = settings or get_settings()
@@ -54,6 +68,7 @@ def create_api(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Warehouse(settings.database_url, **engine_options(settings))
+        await ensure_schema_if_reachable(store)
         app.state.toplist = ToplistService(settings, store)
         yield
         store.engine.dispose()

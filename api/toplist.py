@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.problems import ProblemError, problem_responses
 from common.settings import Settings
+from warehouse.migrate import schema_problem
 from warehouse.store import BackfillRequest, Snapshot, Warehouse
 
 CSV_HEADER = ("Rank", "Symbol", "Price USD")
@@ -253,12 +254,26 @@ class ToplistService:
         try:
             return await asyncio.wait_for(run_in_threadpool(fn, *args), self.settings.api_db_timeout_seconds)
         except (TimeoutError, SQLAlchemyError, OSError) as error:
+            await self.raise_if_schema_not_ready(error)
             raise ProblemError(
                 503,
                 "Database unavailable",
                 f"The warehouse did not answer in time ({type(error).__name__}); try again shortly.",
                 {"Retry-After": str(self.settings.api_retry_after_seconds)},
             ) from None
+
+    async def raise_if_schema_not_ready(self, error: Exception) -> None:
+        """A query that failed on a database that answers: a missing or outdated schema is its own problem."""
+        if not isinstance(error, SQLAlchemyError):
+            return
+        try:
+            detail = await asyncio.wait_for(
+                run_in_threadpool(schema_problem, self.store.engine), self.settings.api_db_timeout_seconds
+            )
+        except (TimeoutError, SQLAlchemyError, OSError):
+            return  # the database does not answer: that is the outage
+        if detail is not None:
+            raise ProblemError(503, "Warehouse schema not ready", detail[0].upper() + detail[1:] + ".") from None
 
     @staticmethod
     async def single_flight(cache, key, compute):

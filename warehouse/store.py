@@ -20,10 +20,11 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 
+from warehouse.migrate import alembic_config
+from warehouse.migrate import upgrade as upgrade_to_head
 from warehouse.quality import MinuteQuality
 from warehouse.schema import assets, backfill_requests, fetches, prices, rankings, snapshots
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # A ranking row and its price: the same minute, the same CMC id (never the symbol).
 PRICED_RANKING = and_(prices.c.minute == rankings.c.minute, prices.c.cmc_id == rankings.c.cmc_id)
 BACKFILL_LOCK_KEY = 0x746F706C  # Postgres advisory lock serializing backfill requests
@@ -199,16 +200,18 @@ class Warehouse:
 
     # --- schema ---------------------------------------------------------------------------
     def upgrade(self, revision: str = "head") -> None:
-        """Apply the Alembic migrations up to `revision` (idempotent)."""
-        self.migrate("upgrade", revision)
+        """Apply the Alembic migrations up to `revision` (idempotent; to head under a lock, so
+        several processes starting at once migrate once)."""
+        if revision == "head":
+            upgrade_to_head(self.engine)
+        else:
+            self.migrate("upgrade", revision)
 
     def migrate(self, direction: str, revision: str) -> None:
         """Run Alembic's `upgrade` or `downgrade` to `revision` in one transaction."""
         from alembic import command
-        from alembic.config import Config
 
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
+        config = alembic_config()
         with self.engine.begin() as connection:
             config.attributes["connection"] = connection
             getattr(command, direction)(config, revision)

@@ -5,13 +5,17 @@ from functools import cache
 import dagster as dg
 from pydantic import Field
 
+from warehouse.migrate import ensure_schema
 from warehouse.store import Warehouse
 
 
 @cache
 def warehouse_for(url: str) -> Warehouse:
-    """One engine (and pool) per URL per process, shared by every run step and sensor tick."""
-    return Warehouse(url)
+    """One engine (and pool) per URL per process, shared by every run step and sensor tick; the
+    schema is created or upgraded at this first use (warehouse.migrate)."""
+    store = Warehouse(url)
+    ensure_schema(store.engine)
+    return store
 
 
 class WarehouseResource(dg.ConfigurableResource):

@@ -1,21 +1,21 @@
-"""Alembic environment: runs on the connection handed over by `Warehouse.upgrade()`,
+"""Alembic environment: runs on the connection handed over by `warehouse.migrate.upgrade()`,
 or on DATABASE_URL when invoked as `alembic upgrade head` with the top-level alembic.ini."""
 
 from alembic import context
 from sqlalchemy import create_engine
 
+from warehouse.migrate import VERSION_TABLE
 from warehouse.schema import metadata
 
 config = context.config
 
 
 def run(connection) -> None:
-    # Its own version table: Dagster's storage keeps an alembic_version table in a shared database.
     context.configure(
         connection=connection,
         target_metadata=metadata,
         render_as_batch=True,
-        version_table="warehouse_alembic_version",
+        version_table=VERSION_TABLE,
     )
     with context.begin_transaction():
         context.run_migrations()
