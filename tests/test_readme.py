@@ -1,10 +1,154 @@
-"""The README documents every setting the settings module reads."""
+"""The README as a new user meets it: every setting documented, and every console command run as
+written, against the emulator on SQLite, so the README cannot drift from the code.
+
+Each console block runs as one bash script in a scratch copy of the project root (symlinks, no
+`.env`, no `.data`), with the API of `make run` on a free port (the only rewrite: its address)
+and the emulator as upstream. Commands shown with `$ ` are followed by the output the README
+shows: each shown line must appear in what the command printed, digits masked (prices and times
+move) and `…` matching anything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
 
 from common.settings import Settings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port, wait_for_http
+
+README = (ROOT / "README.md").read_text()
+MARKER = "::readme-command::"
+
+# What a test here cannot run as written, and what checks it instead. Anything else must run.
+NOT_RUN_HERE = {
+    "docker compose": "no Docker engine here; tests/test_deployment.py validates the compose file and each command",
+    "apt-get install": "changes the machine",
+}
+# Benchmarks take minutes: their argument parsing and imports are checked with --help.
+HELP_ONLY = ".venv/bin/python -m bench."
+
+
+@dataclass
+class Command:
+    text: str
+    shown: list[str] = field(default_factory=list)  # the output lines the README shows
+
+
+def console_blocks(markdown: str) -> list[list[Command]]:
+    """The README's ```console blocks as commands: `$ ` lines (then their output) or, in a block
+    without prompts, every line that is not a comment; a trailing backslash continues a line."""
+    blocks = []
+    for body in re.findall(r"^```console\n(.*?)^```", markdown, flags=re.M | re.S):
+        lines = body.replace("\\\n", " ").splitlines()
+        prompted = any(line.startswith("$ ") for line in lines)
+        commands: list[Command] = []
+        for line in lines:
+            if prompted and line.startswith("$ "):
+                commands.append(Command(line[2:].strip()))
+            elif prompted and commands:
+                commands[-1].shown.append(line)
+            elif not prompted and line.strip() and not line.lstrip().startswith("#"):
+                commands.append(Command(line.strip()))
+        blocks.append(commands)
+    return blocks
+
+
+def as_run_here(command: str, api: str) -> str:
+    """The command as this test runs it: as written, the API's address aside."""
+    for prefix, reason in NOT_RUN_HERE.items():
+        if command.startswith(prefix):
+            return f"echo 'not run here ({reason})'"
+    if command.startswith(HELP_ONLY):
+        return command.split(" --", 1)[0] + " --help"
+    return command.replace("localhost:6667", api)
+
+
+def pattern(line: str) -> re.Pattern:
+    masked = re.escape(re.sub(r"\d+", "#", line.split("  #")[0].rstrip()))
+    return re.compile(masked.replace("…", ".*"))
+
+
+def scratch_copy(target: Path) -> Path:
+    """The project root as symlinks, without the developer's `.env`, `.data` or `.git`."""
+    target.mkdir()
+    for entry in ROOT.iterdir():
+        if entry.name not in {".env", ".data", ".git", ".pytest_cache"}:
+            (target / entry.name).symlink_to(entry)
+    return target
+
+
+@pytest.fixture
+def stack(emulator, tmp_path) -> Iterator[dict]:
+    """What `make run` provides, on free ports: the emulator, a fresh SQLite warehouse, a Dagster
+    instance, the API, and the current minute materialized (the schedule's first tick)."""
+    home = tmp_path / "dagster"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("CMC_API_KEY", "CRYPTOCOMPARE_API_KEY", "VIRTUAL_ENV")}
+    env.update(
+        EMULATOR_URL=emulator.url,
+        DATABASE_URL=f"sqlite:///{tmp_path / 'warehouse.db'}",  # never migrated: first use creates it
+        DAGSTER_HOME=str(home),
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]]),
+        LOG_CONSOLE="false",
+    )
+    port = free_port()
+    api = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz")
+        now = datetime.now(UTC).strftime("%Y-%m-%d-%H:%M")
+        subprocess.run(
+            ["dg", "launch", "--assets", "prices,rankings,top_assets", "--partition", now],
+            cwd=ROOT, env=env, check=True, capture_output=True, timeout=300,
+        )  # fmt: skip
+        yield {"env": env, "api": f"127.0.0.1:{port}"}
+    finally:
+        api.terminate()
+        api.wait(10)
 
 
 def test_every_setting_is_documented():
-    readme = (ROOT / "README.md").read_text()
-    missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in readme]
+    missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in README]
     assert not missing, f"undocumented settings: {missing}"
+
+
+def test_the_readme_console_blocks_parse_into_commands():
+    blocks = console_blocks(README)
+    commands = [c.text for block in blocks for c in block]
+    assert "dg launch --assets prices,rankings,top_assets --partition 2026-11-27-12:05" in commands
+    assert all(not c.endswith("\\") for c in commands)
+    first = blocks[0][0]
+    assert first.text.startswith("curl 'localhost:6667/?limit=3&format=csv'")
+    assert first.shown[0] == "Rank,Symbol,Price USD"
+    assert {row.split(",")[1] for row in first.shown[1:]} <= {"BTC", "ETH", "USDT"}  # the real market's top
+
+
+@pytest.mark.timeout(1200)  # a few Dagster runs; minutes on a loaded 2-core machine
+def test_every_console_command_works_as_written(stack, tmp_path):
+    for number, block in enumerate(console_blocks(README)):
+        # Each command in braces, so a trailing comment cannot swallow the redirection of its stderr.
+        runs = [f"echo '{MARKER}{i}'\n{{ {as_run_here(c.text, stack['api'])}\n}} 2>&1\n" for i, c in enumerate(block)]
+        script = "set -e\n" + "".join(runs)
+        result = subprocess.run(
+            ["bash", "-c", script], cwd=scratch_copy(tmp_path / f"block{number}"), env=stack["env"],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, f"block {number} failed:\n{script}\n{result.stdout[-3000:]}{result.stderr}"
+        printed = dict(re.findall(rf"^{MARKER}(\d+)\n(.*?)(?=^{MARKER}|\Z)", result.stdout, flags=re.M | re.S))
+        for i, command in enumerate(block):
+            lines = printed.get(str(i), "").replace("\r", "").splitlines()
+            masked = [re.sub(r"\d+", "#", line) for line in lines]
+            for shown in command.shown:
+                assert any(pattern(shown).fullmatch(line) for line in masked), (
+                    f"`{command.text}` printed no line like {shown!r}:\n" + "\n".join(lines[:20])
+                )

@@ -92,6 +92,9 @@ class UpstreamHttp:
         concurrency: int = 1,
     ) -> None:
         self.upstream, self.check, self.concurrency = upstream, check, concurrency
+        # Nothing listening on this machine is the local emulator not started: say what to start.
+        local = httpx.URL(base_url).host in ("127.0.0.1", "localhost", "::1")
+        self.hint = f": nothing answers at {base_url}; start `make run` (or `python -m emulator`)" if local else ""
         self.client = httpx.Client(
             base_url=base_url,
             headers={"Accept": "application/json", **headers},
@@ -128,7 +131,8 @@ class UpstreamHttp:
         except httpx.TimeoutException as error:
             raise UpstreamUnavailable(self.upstream, f"{path} timed out ({type(error).__name__})") from None
         except httpx.TransportError as error:
-            raise UpstreamUnavailable(self.upstream, f"{path} unreachable ({type(error).__name__})") from None
+            message = f"{path} unreachable ({type(error).__name__}){self.hint}"
+            raise UpstreamUnavailable(self.upstream, message) from None
         try:
             body = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
