@@ -115,10 +115,10 @@ def test_two_processes_never_share_a_file_by_default(tmp_path):
 
 
 def instance_python_logs() -> dict:
-    """python_logs of the production instance config (the local one in scripts/run_stack.py matches)."""
+    """python_logs of the production instance config (the local one, deploy/dagster.local.yaml, matches)."""
     from scripts.run_stack import LOCAL_INSTANCE
 
-    production = yaml.safe_load((ROOT / "dagster.yaml").read_text())["python_logs"]
+    production = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())["python_logs"]
     assert yaml.safe_load(LOCAL_INSTANCE.read_text())["python_logs"] == production
     return production
 

@@ -137,7 +137,9 @@ def test_the_readme_console_blocks_parse_into_commands():
 def test_every_console_command_works_as_written(stack, tmp_path):
     for number, block in enumerate(console_blocks(README)):
         # Each command in braces, so a trailing comment cannot swallow the redirection of its stderr.
-        runs = [f"echo '{MARKER}{i}'\n{{ {as_run_here(c.text, stack['api'])}\n}} 2>&1\n" for i, c in enumerate(block)]
+        # The marker on a line of its own even after an answer without a final newline (curl's JSON).
+        api = stack["api"]
+        runs = [f"echo; echo '{MARKER}{i}'\n{{ {as_run_here(c.text, api)}\n}} 2>&1\n" for i, c in enumerate(block)]
         script = "set -e\n" + "".join(runs)
         result = subprocess.run(
             ["bash", "-c", script], cwd=scratch_copy(tmp_path / f"block{number}"), env=stack["env"],
