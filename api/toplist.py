@@ -23,7 +23,7 @@ from typing import Annotated
 from cachetools import LRUCache, TTLCache
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from api.problems import ProblemError, problem_responses
@@ -238,6 +238,14 @@ class NotStored(Exception):
         self.minute = minute
 
 
+def is_missing_schema_object(error: Exception) -> bool:
+    """A query that named a table or column the database does not have (SQLite's message,
+    Postgres's SQLSTATE 42P01/42703): only then is the schema worth checking."""
+    if not isinstance(error, DBAPIError):
+        return False
+    return getattr(error.orig, "sqlstate", None) in ("42P01", "42703") or "no such " in str(error.orig)
+
+
 class ToplistService:
     """What a request needs, kept for the life of the process: the warehouse and the caches."""
 
@@ -264,8 +272,8 @@ class ToplistService:
 
     async def raise_if_schema_not_ready(self, error: Exception) -> None:
         """A query that failed on a database that answers: a missing or outdated schema is its own problem."""
-        if not isinstance(error, SQLAlchemyError):
-            return
+        if not is_missing_schema_object(error):
+            return  # a lock, a timeout, a lost connection: the outage answer stands
         try:
             detail = await asyncio.wait_for(
                 run_in_threadpool(schema_problem, self.store.engine), self.settings.api_db_timeout_seconds

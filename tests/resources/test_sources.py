@@ -70,7 +70,7 @@ def test_a_spent_daily_quota_fails_at_once_with_the_time_it_resets(emulator):
     with pytest.raises(
         UpstreamQuotaExhausted, match=r"day quota exhausted until (\S+) \(7500 of 7500 calls\)"
     ) as error:
-        cc(emulator.url, max_attempts=4).history("XA", int(time.time()) - 600, 60)
+        cc(emulator.url, max_attempts=4).history("BTC", int(time.time()) - 600, 60)
     assert emulator.requests()["cc_histominute"] == before + 1  # not retried
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT00:00Z")
     assert error.match(tomorrow)
