@@ -78,7 +78,7 @@ def main() -> None:
     emulator = subprocess.Popen([sys.executable, "-m", "emulator", "--port", str(port)], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     home = tempfile.mkdtemp()
-    (Path(home) / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    (Path(home) / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.yaml").read_text())
     os.environ.update(
         DATABASE_URL=url.render_as_string(hide_password=False), DAGSTER_HOME=home, EMULATOR_URL=f"http://127.0.0.1:{port}",
         LOG_CONSOLE="false", LIVE_WINDOW_MINUTES=str(args.live + 1), DAGSTER_POSTGRES_HOST=url.host or "127.0.0.1",

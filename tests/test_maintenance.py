@@ -31,7 +31,7 @@ def instance(database_url, tmp_path, monkeypatch):
     if database_url.startswith("postgresql"):
         for variable, value in postgres_instance_env(database_url).items():
             monkeypatch.setenv(variable, value)
-        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+        shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
     else:
         shutil.copy(ROOT / "deploy" / "dagster.local.yaml", home / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(home)) as instance:
