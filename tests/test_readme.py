@@ -67,7 +67,7 @@ def as_run_here(command: str, api: str) -> str:
         if command.startswith(prefix):
             return f"echo 'not run here ({reason})'"
     if command.startswith(HELP_ONLY):
-        return command.split(" --", 1)[0] + " --help"
+        return re.split(r" --|\s+#", command, maxsplit=1)[0] + " --help"
     return command.replace("localhost:6667", api)
 
 
