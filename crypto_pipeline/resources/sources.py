@@ -184,6 +184,8 @@ def sources_in(*directories: str) -> dict[str, Source]:
     """Every source file of the given folders, by name (a later folder may add or replace one)."""
     found: dict[str, Source] = {}
     for directory in directories:
+        if not Path(directory).is_dir():  # a mistyped SOURCES_DIR would silently leave the shipped files in use
+            raise SourceConfigError(f"{directory}: not a folder of source files")
         for path in sorted(Path(directory).glob("*.yaml")):
             found[path.stem] = load_source(path)
     return found

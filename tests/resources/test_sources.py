@@ -153,3 +153,11 @@ def test_the_emulator_serves_totalvolfull_in_the_captured_shape(emulator):
     now = int(time.time() // 60)  # the emulator ranked at this minute or, across a boundary, the one before
     legacy = [[a.cc_legacy_id for a in MARKET.ranked_by_volume(m)[:150]] for m in (now, now - 1)]
     assert [r.cc_id for r in ranking.records] in legacy and all(r.cmc_id is None for r in ranking.records)
+
+
+def test_a_sources_dir_that_does_not_exist_is_refused(tmp_path):
+    """SOURCES_DIR with a typo must not silently fall back to the shipped files."""
+    missing = tmp_path / "sourcse"
+    with pytest.raises(SourceConfigError, match=f"{missing}: not a folder of source files"):
+        sources_in(str(SOURCES_DIR), str(missing))
+
