@@ -19,7 +19,7 @@ from crypto_pipeline.maintenance import RetentionConfig, prune_storage, prune_st
 from crypto_pipeline.partitions import window_warning
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
-from crypto_pipeline.resources.sources import SOURCES_DIR, find_source
+from crypto_pipeline.resources.sources import SOURCES_DIR
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
 from crypto_pipeline.schedules import backfill_snapshots_job, every_minute, minute_snapshot_job
@@ -45,11 +45,29 @@ retries = dict(
     concurrency=settings.upstream_concurrency,
 )
 
-# Every source file is validated now, when the code location loads: a bad file or a wrong
-# choice fails here, naming the file and the key, rather than in the first run.
 sources_dirs = [str(SOURCES_DIR), *([str(settings.sources_dir)] if settings.sources_dir else [])]
-find_source(sources_dirs, settings.live_price_source, "price")
-find_source(sources_dirs, settings.ranking_source, "ranking")
+cmc = CoinMarketCapResource(
+    api_key=api_key(CoinMarketCapResource.key_env),
+    base_url=settings.cmc_base_url,
+    live_source=settings.live_price_source,
+    sources_dirs=sources_dirs,
+    page_size=settings.cmc_page_size,
+    **retries,
+)
+cryptocompare = CryptoCompareResource(
+    api_key=api_key(CryptoCompareResource.key_env),
+    data_api_url=settings.cryptocompare_data_api_url,
+    min_api_url=settings.cryptocompare_min_api_url,
+    ranking_source=settings.ranking_source,
+    sources_dirs=sources_dirs,
+    page_size=settings.cryptocompare_page_size,
+    **retries,
+)
+# Every source file is validated now, when the code location loads: a bad file or a wrong
+# choice (wrong record kind, key variable or base URL) fails here, naming the file and the key,
+# rather than in the first run.
+cmc.client(settings.live_price_source, "price")
+cryptocompare.client(settings.ranking_source, "ranking")
 
 defs = dg.Definitions(
     assets=[fetch_prices_and_rankings, top_assets],
@@ -64,23 +82,8 @@ defs = dg.Definitions(
         backfill_failed_sensor,
     ],
     resources={
-        "cmc": CoinMarketCapResource(
-            api_key=api_key("CMC_API_KEY"),
-            base_url=settings.cmc_base_url,
-            live_source=settings.live_price_source,
-            sources_dirs=sources_dirs,
-            page_size=settings.cmc_page_size,
-            **retries,
-        ),
-        "cryptocompare": CryptoCompareResource(
-            api_key=api_key("CRYPTOCOMPARE_API_KEY"),
-            data_api_url=settings.cryptocompare_data_api_url,
-            min_api_url=settings.cryptocompare_min_api_url,
-            ranking_source=settings.ranking_source,
-            sources_dirs=sources_dirs,
-            page_size=settings.cryptocompare_page_size,
-            **retries,
-        ),
+        "cmc": cmc,
+        "cryptocompare": cryptocompare,
         # EnvVar keeps a password in the URL out of run config; unset, the SQLite default applies.
         "warehouse": WarehouseResource(
             database_url=dg.EnvVar("DATABASE_URL") if "DATABASE_URL" in os.environ else settings.database_url

@@ -23,6 +23,8 @@ class CoinMarketCapResource(SourceResource):
     live_source: str = Field(default="cmc_listings_latest", description="The source file of live prices.")
     historical_source: str = Field(default="cmc_quotes_historical", description="The source file of past prices.")
 
+    key_env = "CMC_API_KEY"
+
     def base_urls(self) -> dict[str, str]:
         return {"cmc_base_url": self.base_url}
 

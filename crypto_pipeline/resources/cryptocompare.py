@@ -33,6 +33,8 @@ class CryptoCompareResource(SourceResource):
     page_size: int = Field(default=100, ge=10, le=100)
     ranking_source: str = Field(default="cc_top_list", description="The source file of the live ranking.")
 
+    key_env = "CRYPTOCOMPARE_API_KEY"
+
     def base_urls(self) -> dict[str, str]:
         return {"cryptocompare_data_api_url": self.data_api_url, "cryptocompare_min_api_url": self.min_api_url}
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import httpx
 import jmespath
@@ -401,19 +401,28 @@ class SourceResource(UpstreamResource):
 
     api_key: str = Field(description="The upstream's key; wire it with EnvVar (the source file names the variable).")
     sources_dirs: list[str] = Field(default=[str(SOURCES_DIR)], description="Folders of source files, in order.")
+    key_env: ClassVar[str]  # the environment variable `api_key` is wired from
 
     def base_urls(self) -> dict[str, str]:
         """The base URL of each setting this resource was configured with."""
         raise NotImplementedError
 
     def client(self, name: str, record: str | None = None) -> SourceClient:
-        """The client of source `name`, which must give `record` records when that is given."""
-        return SourceClient(find_source(self.sources_dirs, name, record))
+        """The client of source `name`, which must give `record` records when that is given.
+
+        The source must read its key from the variable `api_key` comes from (else this key would
+        go out under another provider's header) and live at one of this resource's base URLs.
+        """
+        source, resource = find_source(self.sources_dirs, name, record), type(self).__name__
+        if source.auth.env != self.key_env:
+            raise SourceConfigError(
+                f"source {name}.yaml reads its key from {source.auth.env}, but {resource} sends {self.key_env}"
+            )
+        if source.base_url_setting not in self.base_urls():
+            raise SourceConfigError(f"source {name}.yaml: {resource} has no {source.base_url_setting.upper()}")
+        return SourceClient(source)
 
     def open(self, client: SourceClient) -> UpstreamHttp:
         """A pooled HTTP client for the source, its key in the source's auth header."""
-        setting = client.source.base_url_setting
-        urls = self.base_urls()
-        if setting not in urls:
-            raise ValueError(f"source {client.source.name}: {type(self).__name__} has no {setting.upper()}")
-        return self.http(client.source.provider, urls[setting], client.headers(self.api_key), client.check)
+        url = self.base_urls()[client.source.base_url_setting]
+        return self.http(client.source.provider, url, client.headers(self.api_key), client.check)

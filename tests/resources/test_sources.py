@@ -161,3 +161,25 @@ def test_a_sources_dir_that_does_not_exist_is_refused(tmp_path):
     with pytest.raises(SourceConfigError, match=f"{missing}: not a folder of source files"):
         sources_in(str(SOURCES_DIR), str(missing))
 
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"auth": {"header": "X-ALT-KEY", "env": "ALTPRICE_API_KEY"}},
+            r"altprice_latest\.yaml reads its key from ALTPRICE_API_KEY, but CoinMarketCapResource sends CMC_API_KEY",
+        ),
+        (
+            {"base_url_setting": "cryptocompare_data_api_url"},
+            r"altprice_latest\.yaml: CoinMarketCapResource has no CRYPTOCOMPARE_DATA_API_URL",
+        ),
+    ],
+)
+def test_a_source_its_resource_cannot_serve_is_refused_before_any_request(tmp_path, change, message):
+    """The resource's key must never go out under another provider's header; a wrong host fails at load."""
+    spec = yaml.safe_load((SOURCES_DIR / "cmc_listings_latest.yaml").read_text())
+    spec.update(name="altprice_latest", provider="AltPrice", **change)
+    (tmp_path / "altprice_latest.yaml").write_text(yaml.safe_dump(spec))
+    cmc = CoinMarketCapResource(api_key="cmc-key", sources_dirs=[str(SOURCES_DIR), str(tmp_path)])
+    with pytest.raises(SourceConfigError, match=message):
+        cmc.client("altprice_latest", "price")
