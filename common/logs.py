@@ -96,9 +96,15 @@ def configure_logging(service: Service, settings: Settings, *, keep_files: bool 
     workers use it, since Dagster keeps their lines in the run's logs.
     """
     path = config_path(settings.api_log_config if service == "api" else settings.pipeline_log_config)
+    levels = logging.getLevelNamesMapping()
+    if settings.log_level and settings.log_level.upper() not in levels:
+        raise LogConfigError(f"LOG_LEVEL={settings.log_level!r} is not a logging level ({', '.join(levels)})")
     config = with_overrides(
         load(path), level=settings.log_level, console=settings.log_console, file=settings.log_file,
         keep_files=keep_files,
     )  # fmt: skip
-    logging.config.dictConfig(config)
+    try:
+        logging.config.dictConfig(config)
+    except (ValueError, TypeError, AttributeError, ImportError) as error:  # dictConfig names neither file nor cause
+        raise LogConfigError(f"logging configuration {path}: {error}: {error.__cause__ or ''}") from None
     return config

@@ -236,3 +236,15 @@ def test_no_secret_in_any_log_line_of_the_api(database_url, tmp_path):
     written = log_file.read_text()
     assert "GET /?limit=0" in written or "/readyz" in written  # uvicorn's access lines were logged at DEBUG
     assert MARKER not in written and MARKER not in output
+
+
+def test_a_bad_logging_file_or_level_is_refused_naming_the_file_or_the_variable(tmp_path):
+    """dictConfig's own errors ("Unable to configure handler 'h'") name neither the file nor LOG_LEVEL."""
+    from common.logs import LogConfigError
+
+    bad = tmp_path / "api.yaml"
+    bad.write_text("version: 1\nhandlers:\n  h: {class: logging.NoSuchHandler}\nloggers:\n  api: {handlers: [h]}\n")
+    with pytest.raises(LogConfigError, match=rf"logging configuration {bad}: Unable to configure handler 'h'.*NoSuch"):
+        configure_logging("api", Settings(api_log_config=bad))
+    with pytest.raises(LogConfigError, match=r"LOG_LEVEL='verbose' is not a logging level \(CRITICAL, FATAL"):
+        configure_logging("api", Settings(log_level="verbose"))
