@@ -254,7 +254,8 @@ class ToplistService:
         self.tolerance = timedelta(minutes=settings.api_tolerance_minutes) + timedelta(minutes=1)
         self.bodies: LRUCache = LRUCache(maxsize=max(1, settings.api_cache_entries))
         self.resolved: TTLCache = TTLCache(maxsize=4096, ttl=1.0)  # a new snapshot may land any second
-        self.resolutions = Memo(MEMO_ENTRIES)  # (ToplistQuery, format) -> Resolved
+        # (ToplistQuery, format) -> Resolved; each holds a rendered body, so API_CACHE_ENTRIES bounds them too
+        self.resolutions = Memo(min(MEMO_ENTRIES, self.bodies.maxsize))
         self.queries = Memo(MEMO_ENTRIES)  # raw query string -> the ToplistQuery FastAPI validated from it
 
     async def db(self, fn, *args):

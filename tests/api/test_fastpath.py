@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import pytest
 
-from api.toplist import ToplistQuery
+from api.toplist import ToplistQuery, ToplistService
 from tests.api.conftest import seed_snapshot, this_minute
 
 
@@ -141,3 +141,19 @@ def test_long_query_strings_are_not_kept(api, store, validations):
         second = server.get("/", params=params)
     assert first.status_code == second.status_code == 200
     assert validations[0] - before == 1  # FastAPI validated it again: nothing was kept for it
+
+
+def test_resolutions_keep_no_more_bodies_than_api_cache_entries(api, store, monkeypatch):
+    """Each kept resolution holds its rendered body: API_CACHE_ENTRIES bounds those too, not only the LRU."""
+    seed_snapshot(store, PAST)
+    resolved, resolve = [], ToplistService.resolve
+
+    async def counting(self, query, fmt):
+        resolved.append(query.limit)
+        return await resolve(self, query, fmt)
+
+    monkeypatch.setattr(ToplistService, "resolve", counting)
+    with api(api_cache_entries=2) as server:
+        for limit in (1, 2, 3, 1):  # well within a second: a kept resolution would answer the last
+            assert server.get("/", params={"limit": limit, "datetime": iso(PAST)}).status_code == 200
+    assert resolved == [1, 2, 3, 1]
