@@ -48,6 +48,7 @@ from crypto_pipeline.resources.http import (
     retry_after_seconds,
 )
 from crypto_pipeline.resources.parsing import HistoryBar, Parsed, PriceRecord, RankingRecord
+from warehouse.schema import fetches
 
 SOURCES_DIR = Path(__file__).resolve().parent.parent / "sources"
 MODELS: dict[str, type[BaseModel]] = {"price": PriceRecord, "ranking": RankingRecord, "bar": HistoryBar}
@@ -128,7 +129,11 @@ class Source(Strict):
 
     version: Literal[1]
     name: str
-    provider: str
+    provider: str = Field(
+        min_length=1,
+        max_length=fetches.c.provider.type.length,
+        description="The label stored with the rows (lower-cased), in a column of this length.",
+    )
     record: Literal["price", "ranking", "bar"]
     base_url_setting: str
     path: str = Field(pattern=r"^/")

@@ -52,6 +52,8 @@ def test_every_shipped_source_file_loads():
         (lambda s: s["errors"].update(rate_limit="99"), r"errors\.rate_limit: Input should be a valid list"),
         (lambda s: s.update(name="other"), r"name: 'other' must match the file name 'cc_top_list'"),
         (lambda s: s.update(eval="__import__('os')"), r"eval: Extra inputs are not permitted"),
+        # stored as fetches.provider / snapshots.price_source, String(32): Postgres would refuse every minute
+        (lambda s: s.update(provider="CoinDesk Data Asset Toplist API 2"), r"provider: String should have at most 32"),
     ],
 )
 def test_a_bad_source_file_is_rejected_naming_the_file_and_the_key(tmp_path, change, message):
