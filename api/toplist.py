@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -181,6 +182,18 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
+ZERO_QUALITY = re.compile(r"q\s*=\s*0(\.0{0,3})?\s*$")
+
+
+def accepts(header: str, token: str) -> bool:
+    """`token` is listed in an Accept or Accept-Encoding header, unless refused with `;q=0` (RFC 9110 §12.4.2)."""
+    header = header.lower()
+    if ";" not in header:  # the common case, without parameters
+        return token in header
+    items = (item.split(";") for item in header.split(","))
+    return any(token in name and not any(ZERO_QUALITY.match(p.strip()) for p in params) for name, *params in items)
+
+
 @dataclass(frozen=True)
 class ToplistQuery:
     """The query of `GET /` once validated; it depends on the query string alone, so it is kept per string."""
@@ -338,12 +351,12 @@ class ToplistService:
                 encoding = encoding or value.decode("latin-1")
             elif name == b"if-none-match":
                 if_none_match = if_none_match or value.decode("latin-1")
-        fmt = query.format or ("csv" if accept and "text/csv" in accept.lower() else "json")
+        fmt = query.format or ("csv" if accept and accepts(accept, "text/csv") else "json")
         resolved = self.resolutions.get((query, fmt))
         if resolved is None or resolved.until <= time.monotonic():
             resolved = await self.resolve(query, fmt)
         rendered = resolved.rendered
-        chosen = rendered.gzip if rendered.gzip and encoding and "gzip" in encoding else rendered.identity
+        chosen = rendered.gzip if rendered.gzip and encoding and accepts(encoding, "gzip") else rendered.identity
         now = datetime.now(UTC)
         policy = (
             b"cache-control",

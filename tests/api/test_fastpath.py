@@ -157,3 +157,16 @@ def test_resolutions_keep_no_more_bodies_than_api_cache_entries(api, store, monk
         for limit in (1, 2, 3, 1):  # well within a second: a kept resolution would answer the last
             assert server.get("/", params={"limit": limit, "datetime": iso(PAST)}).status_code == 200
     assert resolved == [1, 2, 3, 1]
+
+
+def test_a_zero_quality_refuses_gzip_and_csv(api, store):
+    """RFC 9110 §12.4.2: `;q=0` means "not acceptable", on the FastAPI route and the fast path alike."""
+    seed_snapshot(store, PAST)
+    params = {"limit": 200, "datetime": iso(PAST)}
+    refusing = {"Accept-Encoding": "gzip;q=0, identity", "Accept": "text/csv;q=0, application/json"}
+    with api() as server:
+        answers = [server.get("/", params=params, headers=refusing) for _ in range(2)]  # FastAPI, then fast path
+        gzipped = server.get("/", params=params, headers={"Accept-Encoding": "identity;q=0.5, gzip;q=1"})
+    for answer in answers:
+        assert "content-encoding" not in answer.headers and answer.headers["content-type"] == "application/json"
+    assert gzipped.headers["content-encoding"] == "gzip"
