@@ -365,7 +365,10 @@ class Warehouse:
             }
             publishable = [m for m in quality if m in provenance and m not in blocked]
             held_back = [m for m in quality if m not in publishable]
-            conn.execute(delete(snapshots).where(_publishing(snapshots.c.minute, start, end, held_back)))
+            # Only minutes about to be published are replaced: one without raw rows (never
+            # fetched, or pruned after RAW_RETENTION_DAYS) keeps the snapshot it is served from.
+            for minutes in _chunks(publishable, 1000):
+                conn.execute(delete(snapshots).where(snapshots.c.minute.in_(minutes)))
             lists: dict[datetime, TopList] = {}
             served_rows = (
                 select(served.c.minute, served.c.cmc_id, served.c.price_usd, served.c.volume_24h_usd)

@@ -168,3 +168,17 @@ def test_concurrent_writers_of_the_same_minutes_leave_one_consistent_snapshot(da
         reference = {p["cmc_id"]: p["price_usd"] for p in versions[0][1] if p["minute"] == minute}
         scales |= {round(row[3] / reference[row[2]], 6) for row in served}
     assert len(scales) == 1  # one writer's version throughout
+
+
+@BACKENDS
+def test_a_merge_after_the_raw_rows_were_pruned_keeps_the_served_minute(database_url):
+    """Raw rows go after RAW_RETENTION_DAYS, snapshots stay: re-running the merge of such a
+    minute (top_assets alone, from the UI or a backfill) has nothing to publish and must not
+    delete what is served."""
+    store = Warehouse(database_url)
+    seed_snapshot(store, MINUTE)
+    before = served_rows(store, MINUTE)
+    store.prune_raw(datetime.now(UTC) + timedelta(minutes=1))  # every raw row is past the retention
+    merge = store.merge_top_assets(MINUTE, END, 200)
+    assert merge.stored == [] and merge.quality == {}
+    assert served_rows(store, MINUTE) == before and len(before) == 200
