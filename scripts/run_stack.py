@@ -70,6 +70,14 @@ def record_in_dotenv(values: Mapping[str, str], path: Path = DOTENV) -> list[str
     return added
 
 
+def dotenv_conflicts(environ: Mapping[str, str], path: Path) -> list[str]:
+    """Names set in both the environment and `.env`, to different values. The settings (the API,
+    this script) take the environment's, but Dagster's CLI and `dagster dev` load `.env` over the
+    environment: the stack would split (live for the API, an empty key for the pipeline)."""
+    present = dotenv.dotenv_values(path) if path.exists() else {}
+    return sorted(name for name, value in present.items() if value is not None and environ.get(name, value) != value)
+
+
 def install_local_instance(home: Path) -> None:
     """$DAGSTER_HOME/dagster.yaml from the committed template, unless someone else's file is there."""
     home.mkdir(parents=True, exist_ok=True)
@@ -136,6 +144,11 @@ class Stack:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even if started with SIGINT ignored
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # and SIGTERM stop the whole stack
+    if conflicts := dotenv_conflicts(os.environ, DOTENV):
+        sys.exit(
+            f"{', '.join(conflicts)}: set in the environment and in .env to different values. Dagster loads .env "
+            "over the environment, the API does not, so they would disagree: unset one, or make them equal."
+        )
     settings = get_settings()
     env, with_emulator = stack_environment(os.environ, settings)
     print(upstreams_line(settings))

@@ -64,3 +64,24 @@ def test_dotenv_gains_only_what_it_lacks(tmp_path):
     assert dotenv.dotenv_values(path) == {"CMC_API_KEY": "secret", "DAGSTER_HOME": "/a/home"}
     assert path.read_text().startswith("# mine\n")
     assert record_in_dotenv({"DAGSTER_HOME": "/b/home"}, path) == []  # the user's (or an earlier) value stays
+
+
+def test_a_value_the_environment_and_dotenv_disagree_on_stops_make_run(tmp_path, monkeypatch):
+    """Dagster's CLI and `dagster dev` load `.env` over the environment, the settings (and the API)
+    the other way round: with both set and different, the stack would split (keys for the API, an
+    empty key for the pipeline; two warehouses), so `make run` refuses, naming but never showing them."""
+    from scripts import run_stack
+
+    path = tmp_path / ".env"
+    path.write_text("CMC_API_KEY=\nDATABASE_URL=sqlite:////file/db\nAPI_PORT=6667\n")
+    monkeypatch.setattr(run_stack, "DOTENV", path)
+    monkeypatch.setenv("CMC_API_KEY", "shell-secret")
+    monkeypatch.setenv("DATABASE_URL", "sqlite:////shell/db")
+    monkeypatch.setenv("API_PORT", "6667")  # the same value: no conflict
+    monkeypatch.setattr(run_stack, "record_in_dotenv", lambda *_: pytest.fail(".env written"))
+    monkeypatch.setattr(run_stack, "Stack", lambda *_, **__: pytest.fail("stack started"))
+    with pytest.raises(SystemExit) as stopped:
+        run_stack.main()
+    message = str(stopped.value.code)
+    assert "CMC_API_KEY, DATABASE_URL" in message and "API_PORT" not in message
+    assert "shell-secret" not in message and "/shell/db" not in message
