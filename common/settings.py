@@ -52,7 +52,6 @@ class Settings(BaseSettings):
     upstream_max_attempts: int = Field(default=4, ge=1)
     upstream_backoff_seconds: float = Field(default=0.5, ge=0)
     upstream_concurrency: int = Field(default=4, ge=1, le=32)
-    cmc_page_size: int = Field(default=5000, ge=1, le=5000)
     cryptocompare_page_size: int = Field(default=100, ge=10, le=100)
     live_price_source: str = Field(default="cmc_listings_latest", description="Source file of live prices.")
     ranking_source: str = Field(default="cc_top_list", description="Source file of the live ranking.")
@@ -63,7 +62,9 @@ class Settings(BaseSettings):
     # Pipeline
     toplist_depth: int = Field(default=200, ge=1, description="How many ranked assets a snapshot keeps.")
     ranking_depth: int = Field(default=250, ge=1, description="How many ranked assets are fetched (some go unpriced).")
-    price_depth: int = Field(default=1000, ge=1, description="How many CMC listings a live minute fetches.")
+    max_quote_age_minutes: int = Field(
+        default=10, ge=0, description="A past minute takes a CMC quote at most this old (5-minute quotes)."
+    )
     live_window_minutes: int = Field(default=3, ge=1, description="Younger minutes use the latest endpoints.")
     historical_price_source: Literal["coinmarketcap", "cryptocompare"] = Field(
         default="coinmarketcap", description="CMC quotes/historical needs a paid plan; CryptoCompare closes do not."

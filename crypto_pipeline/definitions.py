@@ -51,7 +51,6 @@ cmc = CoinMarketCapResource(
     base_url=settings.cmc_base_url,
     live_source=settings.live_price_source,
     sources_dirs=sources_dirs,
-    page_size=settings.cmc_page_size,
     **retries,
 )
 cryptocompare = CryptoCompareResource(
@@ -91,7 +90,7 @@ defs = dg.Definitions(
         "toplist": ToplistConfig(
             depth=settings.toplist_depth,
             ranking_depth=settings.ranking_depth,
-            price_depth=settings.price_depth,
+            max_quote_age_minutes=settings.max_quote_age_minutes,
             live_window_minutes=settings.live_window_minutes,
             match_rate_threshold=settings.match_rate_threshold,
             row_count_threshold=settings.row_count_threshold,

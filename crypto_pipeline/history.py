@@ -70,14 +70,17 @@ def rolling_24h_volume(
     return volumes
 
 
-def latest_at_each(quotes: Sequence[tuple[datetime, T]], minutes: Sequence[datetime]) -> dict[datetime, T]:
-    """For each minute (ascending), the newest quote at or before it; one pass over both lists."""
+def latest_at_each(
+    quotes: Sequence[tuple[datetime, T]], minutes: Sequence[datetime], max_age: timedelta | None = None
+) -> dict[datetime, T]:
+    """For each minute (ascending), the newest quote at or before it and at most `max_age` old
+    (a minute with none is left out); one pass over both lists."""
     quotes = sorted(quotes, key=lambda quote: quote[0])
     found: dict[datetime, T] = {}
     index = 0
     for minute in minutes:
         while index < len(quotes) and quotes[index][0] <= minute:
             index += 1
-        if index:
+        if index and (max_age is None or minute - quotes[index - 1][0] <= max_age):
             found[minute] = quotes[index - 1][1]
     return found

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 ENDPOINTS = (
     "cmc_listings_latest",
+    "cmc_quotes_latest",
     "cmc_quotes_historical",
     "cc_top_list",
     "cc_histominute",

@@ -88,6 +88,16 @@ def cmc_int(params: dict[str, str], name: str, default: int, low: int, high: int
     return value
 
 
+def cmc_ids(params: dict[str, str]) -> list[int]:
+    """The comma-separated `id` parameter, as CMC validates it."""
+    if not params.get("id"):
+        raise cmc_error(400, 400, '"id" or "symbol" is required')
+    try:
+        return [int(x) for x in params["id"].split(",")]
+    except ValueError:
+        raise cmc_error(400, 400, 'Invalid value for "id"') from None
+
+
 def cmc_quote(market: Market, asset: Asset, minute: int) -> dict:
     price = asset.price(minute)
     circulating = asset.supply * 0.8
@@ -107,7 +117,7 @@ def cmc_quote(market: Market, asset: Asset, minute: int) -> dict:
     }
 
 
-def cmc_listing(market: Market, asset: Asset, minute: int, rank: int) -> dict:
+def cmc_listing(market: Market, asset: Asset, minute: int, rank: int | None) -> dict:
     return {
         "id": asset.cmc_id,
         "name": asset.cmc_name,
@@ -213,6 +223,7 @@ class Emulator:
         self._lock = threading.Lock()
         self.routes: dict[str, tuple[str, Callable[[dict[str, str], dict[str, str]], dict]]] = {
             "/v1/cryptocurrency/listings/latest": ("cmc_listings_latest", self.cmc_listings_latest),
+            "/v2/cryptocurrency/quotes/latest": ("cmc_quotes_latest", self.cmc_quotes_latest),
             "/v2/cryptocurrency/quotes/historical": ("cmc_quotes_historical", self.cmc_quotes_historical),
             "/asset/v1/top/list": ("cc_top_list", self.cc_top_list),
             "/data/v2/histominute": ("cc_histominute", self.cc_histominute),
@@ -262,16 +273,31 @@ class Emulator:
         credits = max(1, -(-len(data) // 200))
         return {"status": cmc_status(credits=credits, total_count=len(market.assets)), "data": data}
 
+    def cmc_quotes_latest(self, params: dict[str, str], headers: dict[str, str]) -> dict:
+        """v2 quotes/latest by id: `data` keyed by the id as a string, each value a listing record.
+
+        An id the market does not know fails the call with 400, unless `skip_invalid=true`
+        leaves it out. 1 credit per 100 records returned (all plans)."""
+        self.check_cmc_key(params, headers)
+        ids = cmc_ids(params)
+        unknown = [cmc_id for cmc_id in ids if cmc_id not in self.market.by_cmc_id]
+        if unknown and params.get("skip_invalid", "false").lower() != "true":
+            raise cmc_error(400, 400, f'Invalid value for "id": "{unknown[0]}"')
+        minute = self.now_minute()
+        data = {
+            str(cmc_id): {**cmc_listing(self.market, self.market.by_cmc_id[cmc_id], minute, None),
+                          "is_active": 1, "is_fiat": 0}
+            for cmc_id in dict.fromkeys(ids) if cmc_id not in unknown
+        }  # fmt: skip
+        if not data:
+            raise cmc_error(400, 400, 'Invalid value for "id"')
+        return {"status": cmc_status(credits=-(-len(data) // 100)), "data": data}
+
     def cmc_quotes_historical(self, params: dict[str, str], headers: dict[str, str]) -> dict:
         self.check_cmc_key(params, headers)
         if self.cmc_plan not in CMC_HISTORICAL_PLANS:
             raise cmc_error(403, 1006, "Your API Key subscription plan doesn't support this endpoint.")
-        if not params.get("id"):
-            raise cmc_error(400, 400, '"id" or "symbol" is required')
-        try:
-            ids = [int(x) for x in params["id"].split(",")]
-        except ValueError:
-            raise cmc_error(400, 400, 'Invalid value for "id"') from None
+        ids = cmc_ids(params)
         interval = params.get("interval", "5m")
         if interval not in CMC_INTERVAL_MINUTES:
             raise cmc_error(400, 400, f'Invalid value for "interval": "{interval}"')
@@ -464,6 +490,8 @@ def truncate(body: dict) -> dict:
     data = body.get("data")
     if isinstance(data, list):
         return {**body, "data": data[: len(data) // 2]}
+    if isinstance(data, dict) and "quotes" not in data and all("quote" in v for v in data.values()):
+        return {**body, "data": dict(list(data.items())[: len(data) // 2])}  # quotes/latest: fewer ids
     if isinstance(body.get("Data"), list):
         return {**body, "Data": body["Data"][: len(body["Data"]) // 2]}
     if isinstance(body.get("Data"), dict) and isinstance(body["Data"].get("LIST"), list):

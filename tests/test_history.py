@@ -41,3 +41,18 @@ def test_price_is_the_newest_quote_at_or_before_each_minute():
 def test_minute_bars_only_within_the_seven_days_upstream_keeps_them():
     assert uses_minute_bars(START, START + timedelta(days=5))
     assert not uses_minute_bars(START, START + timedelta(days=6, hours=12))
+
+
+def test_latest_at_each_takes_no_quote_older_than_max_age():
+    base = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    quotes = [(base, "q0"), (base + timedelta(minutes=5), "q5"), (base + timedelta(minutes=40), "q40")]
+    minutes = [base + timedelta(minutes=m) for m in (0, 4, 10, 15, 16, 39, 40)]
+    found = latest_at_each(quotes, minutes, max_age=timedelta(minutes=10))
+    assert {int((m - base).total_seconds() // 60): q for m, q in found.items()} == {
+        0: "q0",
+        4: "q0",
+        10: "q5",
+        15: "q5",
+        40: "q40",
+    }  # 16 and 39: the newest quote is 11 and 34 minutes old, so they stay unpriced
+    assert len(latest_at_each(quotes, minutes)) == len(minutes)  # without a bound, any age is taken

@@ -4,12 +4,13 @@ One step keeps a minute to one lean run; the two fetches run on two threads. Eac
 its own failure domain: if one fails, the other is still written and materialized, then the
 step fails so Dagster retries it (transient errors only) and shows the failure.
 
-A partition younger than `live_window_minutes` is fetched from the latest endpoints; an older
-one, or a range, from the historical endpoints, once per upstream series for the whole range.
+A partition younger than `live_window_minutes` is fetched from the latest endpoints: the
+ranking first, then CMC quotes for exactly the ranked CMC ids. An older one, or a range, comes
+from the historical endpoints, once per upstream series for the whole range.
 """
 
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -68,6 +69,7 @@ class Batch:
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
     credits: int | None = None
+    rejected_at: dict[datetime, int] | None = None  # per minute, when it differs between minutes
 
 
 @dataclass
@@ -94,22 +96,46 @@ def candidates(store, window: Window, cryptocompare: CryptoCompareResource, dept
     return [r.model_dump() for r in cryptocompare.top_by_volume(depth).records]
 
 
-def live_prices(cmc: CoinMarketCapResource, window: Window, depth: int) -> Batch:
-    fetch = cmc.listings_latest(depth)
+def cmc_ids_of(ranked: list[dict]) -> list[int]:
+    """The distinct CMC ids of ranked assets (those CryptoCompare knows one for)."""
+    return sorted({r["cmc_id"] for r in ranked if r["cmc_id"] is not None})
+
+
+def live_prices(cmc: CoinMarketCapResource, window: Window, ranked: list[dict]) -> Batch:
+    """CMC quotes for exactly the ranked ids: no ranked asset goes unpriced for want of CMC volume."""
+    fetch = cmc.quotes_latest(cmc_ids_of(ranked))
     rows = [{**r.model_dump(), "minute": window.start} for r in fetch.records]
     return Batch(rows, fetch.provider, fetch.emulated, fetch.rejected, fetch.reasons, fetch.credits)
 
 
-def past_prices_from_cmc(cmc: CoinMarketCapResource, window: Window, ranked: list[dict]) -> Batch:
-    """One quotes/historical series per asset for the whole window (5-minute quotes)."""
-    ids = sorted({c["cmc_id"] for c in ranked if c["cmc_id"] is not None})
-    series, fetch = cmc.quotes_historical(ids, window.start - timedelta(minutes=5), window.end - timedelta(minutes=1))
-    rows = [
-        {**quote.model_dump(), "minute": minute}
-        for quotes in series.values()
-        for minute, quote in latest_at_each(quotes, window.minutes).items()
-    ]
-    return Batch(rows, fetch.provider, fetch.emulated, fetch.rejected, fetch.reasons, fetch.credits)
+def ranked_to_price(ranking: Future, store, window: Window, depth: int) -> list[dict]:
+    """This minute's ranking; if CryptoCompare failed, the nearest stored one, so prices are still recorded."""
+    try:
+        return ranking.result().rows
+    except UpstreamError:
+        nearest = store.ranked_near(window.start, depth)
+        if not nearest:
+            raise
+        return nearest
+
+
+def past_prices_from_cmc(cmc: CoinMarketCapResource, window: Window, ranked: list[dict], max_age: timedelta) -> Batch:
+    """One quotes/historical series per asset for the whole window (5-minute quotes).
+
+    A minute takes the newest quote at most `max_age` old: an asset with none (a gap in CMC's
+    data) is unpriced at that minute, and counted per minute as rejected."""
+    ids = cmc_ids_of(ranked)
+    series, fetch = cmc.quotes_historical(ids, window.start - max_age, window.end - timedelta(minutes=1))
+    rows = []
+    unpriced = dict.fromkeys(window.minutes, 0)
+    for cmc_id in ids:
+        found = latest_at_each(series.get(cmc_id, []), window.minutes, max_age)
+        rows.extend({**quote.model_dump(), "minute": minute} for minute, quote in found.items())
+        for minute in window.minutes:
+            unpriced[minute] += minute not in found
+    stale = sum(unpriced.values())
+    reasons = [*fetch.reasons, *([f"{stale} asset-minutes without a quote at most {max_age} old"] if stale else [])]
+    return Batch(rows, fetch.provider, fetch.emulated, fetch.rejected + stale, reasons, fetch.credits, unpriced)
 
 
 def past_prices_from_cryptocompare(series: CryptoCompareSeries, window: Window) -> Batch:
@@ -219,13 +245,20 @@ class Stored:
         return metadata
 
 
+def rejected_at(batch: Batch, minute: datetime) -> int:
+    """Records rejected for one minute: its own count, or the window's (a record rejected from
+    the window's fetch is missing from each of its minutes)."""
+    return batch.rejected if batch.rejected_at is None else batch.rejected_at.get(minute, 0)
+
+
 def record(store, key: dg.AssetKey, window: Window, batch: Batch) -> Stored:
     """Replace the window's rows of one dataset (one transaction) and say what was written."""
     counts = Counter(row["minute"] for row in batch.rows)
+    dataset = key.path[-1]
     fetches = [
-        Fetch(m, key.path[-1], batch.provider, batch.emulated, window.mode, counts[m], batch.rejected, window.now)
+        Fetch(m, dataset, batch.provider, batch.emulated, window.mode, counts[m], rejected_at(batch, m), window.now)
         for m in window.minutes
-    ]  # a record rejected from the window's fetch is missing from each of its minutes
+    ]
     replace = store.replace_prices if key == PRICES else store.replace_rankings
     replace(window.start, window.end, batch.rows, fetches)
     return Stored(
@@ -329,19 +362,22 @@ def fetch_chunk(
         return {}
     # Worker threads do I/O only; all logging and events stay on the asset's thread.
     with ThreadPoolExecutor(max_workers=3) as pool:
-        if window.live:
+        if window.live:  # the ranking first: the prices are those of exactly the ranked ids
+            depth = toplist.ranking_depth
+            ranking = pool.submit(live_rankings, cryptocompare, window, depth)
             fetchers = {
-                PRICES: lambda: live_prices(cmc, window, toplist.price_depth),
-                RANKINGS: lambda: live_rankings(cryptocompare, window, toplist.ranking_depth),
+                PRICES: lambda: live_prices(cmc, window, ranked_to_price(ranking, store, window, depth)),
+                RANKINGS: ranking.result,
             }
         else:
             ranked = candidates(store, window, cryptocompare, toplist.ranking_depth)
+            max_quote_age = timedelta(minutes=toplist.max_quote_age_minutes)
             needs_series = RANKINGS in selected or toplist.historical_price_source == "cryptocompare"
             series = pool.submit(cryptocompare_series, cryptocompare, window, ranked) if needs_series else None
             fetchers = {
                 PRICES: (lambda: past_prices_from_cryptocompare(series.result(), window))
                 if toplist.historical_price_source == "cryptocompare"
-                else (lambda: past_prices_from_cmc(cmc, window, ranked)),
+                else (lambda: past_prices_from_cmc(cmc, window, ranked, max_quote_age)),
                 RANKINGS: lambda: past_rankings(series.result(), window, toplist.ranking_depth),
             }
         futures = {key: pool.submit(lambda key=key: record(store, key, window, fetchers[key]())) for key in selected}

@@ -1,12 +1,12 @@
-"""CoinMarketCap Pro: the latest prices for live minutes, quotes/historical for past ones.
+"""CoinMarketCap Pro: quotes/latest of the ranked ids for live minutes, quotes/historical for past ones.
 
 The endpoints are source files (`crypto_pipeline/sources/cmc_*.yaml`); this resource picks
-which one serves live prices and groups historical quotes into a series per id.
+which one serves what, counts the ids a reply left out and windows long historical ranges.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import Field
 
@@ -14,13 +14,15 @@ from common.settings import CMC_LIVE_URL
 from crypto_pipeline.resources.parsing import PriceRecord
 from crypto_pipeline.resources.sources import Fetched, SourceResource
 
+MAX_POINTS_PER_CALL = 10000  # quotes/historical `count` cap
+INTERVAL_MINUTES = {"5m": 5, "10m": 10, "15m": 15, "30m": 30, "45m": 45, "1h": 60}
+
 
 class CoinMarketCapResource(SourceResource):
     """CMC Pro API client. The key travels only in the header its source files name."""
 
     base_url: str = CMC_LIVE_URL
-    page_size: int = Field(default=5000, ge=1, le=5000)
-    live_source: str = Field(default="cmc_listings_latest", description="The source file of live prices.")
+    live_source: str = Field(default="cmc_quotes_latest", description="The source file of live prices (by id).")
     historical_source: str = Field(default="cmc_quotes_historical", description="The source file of past prices.")
 
     key_env = "CMC_API_KEY"
@@ -28,27 +30,58 @@ class CoinMarketCapResource(SourceResource):
     def base_urls(self) -> dict[str, str]:
         return {"cmc_base_url": self.base_url}
 
-    def listings_latest(self, depth: int) -> Fetched:
-        """The top `depth` listings by CMC 24h volume, pages fetched concurrently."""
+    def quotes_latest(self, cmc_ids: list[int]) -> Fetched:
+        """Latest USD quotes of exactly `cmc_ids` (deduplicated), batches fetched concurrently.
+
+        The source skips ids CMC does not know (a stale id must not fail the minute); each id
+        asked for and not returned is counted as rejected."""
+        ids = sorted(set(cmc_ids))
         client = self.client(self.live_source, "price")
         with self.open(client) as http:
-            return client.fetch_list(http, depth, self.page_size)
+            fetched = client.fetch_batches(http, ids, {})
+        returned = {record.cmc_id for record in fetched.records}
+        missing = [cmc_id for cmc_id in ids if cmc_id not in returned]
+        fetched.rejected += len(missing)
+        room = max(0, 20 - len(fetched.reasons))
+        fetched.reasons.extend(f"id {cmc_id}: not returned by {client.source.name}" for cmc_id in missing[:room])
+        return fetched
 
     def quotes_historical(
         self, cmc_ids: list[int], time_start: datetime, time_end: datetime, interval: str = "5m"
     ) -> tuple[dict[int, list[tuple[datetime, PriceRecord]]], Fetched]:
-        """USD quotes of `cmc_ids` between two instants, ids batched per call (needs a paid plan)."""
-        minutes = max(1, int((time_end - time_start).total_seconds() // 60))
-        params = {
-            "time_start": time_start.isoformat(),
-            "time_end": time_end.isoformat(),
-            "interval": interval,
-            "count": min(10000, minutes + 1),
-        }
+        """USD quotes of `cmc_ids` between two instants (needs a paid plan).
+
+        Ids are batched per call, and a long range is cut into windows of at most
+        MAX_POINTS_PER_CALL points each (> ~34 days of 5-minute quotes), so nothing past the
+        cap goes missing."""
+        ids = sorted(set(cmc_ids))
         client = self.client(self.historical_source, "price")
+        fetched = Fetched(client.source.provider.lower())
         with self.open(client) as http:
-            fetched = client.fetch_batches(http, cmc_ids, params)
+            for start, end, points in quote_windows(time_start, time_end, interval):
+                params = {"time_start": start.isoformat(), "time_end": end.isoformat(), "interval": interval,
+                          "count": points}  # fmt: skip
+                window = client.fetch_batches(http, ids, params)
+                fetched.records.extend(window.records)
+                fetched.rejected += window.rejected
+                fetched.reasons.extend(window.reasons[: max(0, 20 - len(fetched.reasons))])
+                fetched.credits += window.credits
+                fetched.emulated |= window.emulated
         series: dict[int, list[tuple[datetime, PriceRecord]]] = {}
         for record in fetched.records:
             series.setdefault(record.cmc_id, []).append((record.last_updated, record))
         return series, fetched
+
+
+def quote_windows(time_start: datetime, time_end: datetime, interval: str) -> list[tuple[datetime, datetime, int]]:
+    """(start, end, points) windows covering [time_start, time_end], each within the `count` cap."""
+    step = timedelta(minutes=INTERVAL_MINUTES[interval])
+    span = step * (MAX_POINTS_PER_CALL - 1)
+    windows = []
+    start = time_start
+    while True:
+        end = min(start + span, time_end)
+        windows.append((start, end, min(MAX_POINTS_PER_CALL, int((end - start) / step) + 2)))
+        if end >= time_end:
+            return windows
+        start = end + timedelta(seconds=1)

@@ -11,7 +11,9 @@ class ToplistConfig(dg.ConfigurableResource):
     ranking_depth: int = Field(
         default=250, ge=1, description="Ranked assets fetched (more than depth: some go unpriced)."
     )
-    price_depth: int = Field(default=1000, ge=1, description="CMC listings fetched per live minute.")
+    max_quote_age_minutes: int = Field(
+        default=10, ge=0, description="A past minute takes a CMC quote at most this old; older is unmatched."
+    )
     live_window_minutes: int = Field(
         default=3, ge=1, description="A minute younger than this uses the latest endpoints."
     )

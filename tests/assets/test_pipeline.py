@@ -32,7 +32,7 @@ def resources(emulator_url: str, database_url: str, **overrides) -> dict:
             api_key=overrides.pop("cc_key", "test-key"), data_api_url=emulator_url, min_api_url=emulator_url, **client
         ),
         "warehouse": WarehouseResource(database_url=database_url),
-        "toplist": ToplistConfig(**{"depth": 200, "ranking_depth": 250, "price_depth": 1000, **overrides}),
+        "toplist": ToplistConfig(**{"depth": 200, "ranking_depth": 250, **overrides}),
     }
 
 
@@ -76,6 +76,8 @@ def test_live_minute_joins_on_cmc_id(materialize, emulator, database_url):
     # The emulator answered for the minute it was asked in; prices say which.
     (price_minute,) = {r["last_updated"] for r in rows(store, prices, snapshot.minute)}
     served_minute = int(price_minute.timestamp() // 60)
+    # Priced: exactly the ranked CMC ids, however low CMC's own volume ranks them.
+    assert {r["cmc_id"] for r in rows(store, prices, snapshot.minute)} == {r["cmc_id"] for r in ranked} - {None}
     priced_in_order = [r for r in ranked if r["cmc_id"] is not None][:200]
     assert [r["cmc_id"] for r in served] == [r["cmc_id"] for r in priced_in_order]
     for row in served:
@@ -101,7 +103,9 @@ def test_unmatched_assets_are_counted_and_reported(materialize, emulator, databa
     assert metadata["unmatched_symbols"].value == [r["symbol"] for r in without_id][:20]
     assert metadata["source"].value == "emulated"
     cmc_metadata = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("prices")]
-    assert cmc_metadata[0].materialization.metadata["cmc_credits"].value == 5  # 1000 listings, 1 credit per 200
+    ids = len({r["cmc_id"] for r in ranked} - {None})
+    credits = cmc_metadata[0].materialization.metadata["cmc_credits"].value
+    assert credits == -(-ids // 100) == 3  # quotes/latest: 1 credit per 100 ids (listings of 1000 cost 5)
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks == dict.fromkeys(checks, True) and len(checks) == 5
 
@@ -154,10 +158,14 @@ def test_a_minute_failing_a_blocking_check_is_not_published(materialize, emulato
 
 def test_failing_source_leaves_the_other_recorded(materialize, emulator, database_url):
     minute = this_minute()
+    materialize(minute - timedelta(minutes=1))
+    store = Warehouse(database_url)
+    stored_ranking = rows(store, rankings, minute - timedelta(minutes=1))
     result = materialize(minute, cc_key="", raise_on_error=False)
     assert not result.success
-    store = Warehouse(database_url)
-    assert len(rows(store, prices, minute)) == 1000
+    # Without this minute's ranking, the ids of the nearest stored one are priced.
+    priced = {r["cmc_id"] for r in rows(store, prices, minute)}
+    assert priced == {r["cmc_id"] for r in stored_ranking} - {None}
     assert rows(store, rankings, minute) == [] and rows(store, snapshots, minute) == []
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert materialized == {dg.AssetKey("prices")}
@@ -172,6 +180,27 @@ def test_transient_failure_is_retried_by_the_retry_policy(materialize, emulator,
     assert result.success
     assert any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
     assert Warehouse(database_url).latest_snapshot().row_count == 200
+
+
+def test_a_past_minute_takes_no_quote_older_than_the_max_age(materialize, emulator, database_url):
+    materialize(this_minute())
+    past = this_minute() - timedelta(hours=2)
+    past -= timedelta(minutes=(past.minute - 3) % 5)  # 3 minutes after a 5-minute quote
+    result = materialize(past, raise_on_error=False, max_quote_age_minutes=2)
+    store = Warehouse(database_url)
+    assert rows(store, prices, past) == [] and rows(store, snapshots, past) == []  # every quote is 3 minutes old
+    with store.engine.connect() as conn:
+        (rejected,) = conn.execute(
+            select(fetches.c.rejected).where(fetches.c.minute == past, fetches.c.dataset == "prices")
+        ).one()
+    ranked_ids = {r["cmc_id"] for r in rows(store, rankings, past)} - {None}
+    assert rejected == len(ranked_ids)  # each ranked id unpriced at this minute, counted
+    metadata = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("prices"))
+    assert metadata.materialization.metadata["rejected"].value == len(ranked_ids)
+    assert not result.success  # and the blocking row_count check kept the minute unpublished
+
+    result = materialize(past, max_quote_age_minutes=3)
+    assert result.success and len(rows(store, top_assets_table, past)) == 200
 
 
 def test_past_prices_can_come_from_cryptocompare(materialize, emulator, database_url):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
@@ -23,7 +24,7 @@ MARKET = Market(3000)  # the same seed and size as the emulator fixture
 
 
 def cmc(url: str, **overrides) -> CoinMarketCapResource:
-    config = dict(api_key="test-key", base_url=url, backoff_seconds=0.01, timeout_seconds=2.0, page_size=150)
+    config = dict(api_key="test-key", base_url=url, backoff_seconds=0.01, timeout_seconds=2.0)
     return CoinMarketCapResource(**{**config, **overrides})
 
 
@@ -32,16 +33,42 @@ def cc(url: str, **overrides) -> CryptoCompareResource:
     return CryptoCompareResource(**{**config, **overrides})
 
 
-def test_cmc_listings_pages_concurrently_and_match_the_market(emulator):
-    fetch = cmc(emulator.url).listings_latest(400)
-    assert len(fetch.records) == 400 and fetch.rejected == 0
-    assert fetch.emulated and fetch.credits == 3  # three pages of at most 150, one credit each
-    assert len({r.cmc_id for r in fetch.records}) == 400
-    record = fetch.records[0]
-    minute = int(record.last_updated.timestamp() // 60)
-    assert record.price_usd == MARKET.by_cmc_id[record.cmc_id].price(minute)
-    volumes = [r.volume_24h_usd for r in fetch.records]
-    assert volumes == sorted(volumes, reverse=True)
+def test_cmc_quotes_latest_prices_exactly_the_ids_asked_for(emulator):
+    ids = [a.cmc_id for a in MARKET.assets[-250:]]  # far down CMC's own volume order
+    fetch = cmc(emulator.url).quotes_latest([*ids, *ids[:30]])  # repeated ids are asked for once
+    assert sorted(r.cmc_id for r in fetch.records) == sorted(ids) and fetch.rejected == 0
+    assert fetch.emulated and fetch.credits == 3  # 100 + 100 + 50 ids: 1 credit per 100 returned
+    assert emulator.requests()["cmc_quotes_latest"] == 3
+    for record in fetch.records:
+        asset = MARKET.by_cmc_id[record.cmc_id]
+        assert record.price_usd == asset.price(int(record.last_updated.timestamp() // 60))
+        assert record.symbol == asset.cmc_symbol
+
+
+def test_cmc_quotes_latest_skips_and_counts_unknown_ids(emulator):
+    unknown = max(MARKET.by_cmc_id) + 1000
+    fetch = cmc(emulator.url).quotes_latest([MARKET.assets[0].cmc_id, unknown])
+    assert [r.cmc_id for r in fetch.records] == [MARKET.assets[0].cmc_id]
+    assert fetch.rejected == 1 and fetch.reasons == [f"id {unknown}: not returned by quotes/latest"]
+    assert fetch.credits == 1
+
+
+def test_cmc_quotes_latest_answers_in_the_v2_envelope(emulator):
+    asset = MARKET.assets[3]
+    body = httpx.get(
+        f"{emulator.url}/v2/cryptocurrency/quotes/latest",
+        params={"id": f"{asset.cmc_id},99999999"},
+        headers={"X-CMC_PRO_API_KEY": "k"},
+    )
+    assert body.status_code == 400 and body.json()["status"]["error_code"] == 400  # unknown id, no skip_invalid
+    body = httpx.get(
+        f"{emulator.url}/v2/cryptocurrency/quotes/latest",
+        params={"id": asset.cmc_id, "skip_invalid": "true"},
+        headers={"X-CMC_PRO_API_KEY": "k"},
+    ).json()
+    record = body["data"][str(asset.cmc_id)]
+    assert record["id"] == asset.cmc_id and set(record["quote"]["USD"]) >= {"price", "volume_24h", "last_updated"}
+    assert body["status"]["credit_count"] == 1 and body["status"]["error_code"] == 0
 
 
 def test_cc_top_list_ranks_by_volume_with_cmc_ids_where_known(emulator):
@@ -73,6 +100,18 @@ def test_cc_history_older_than_seven_days_needs_hourly(emulator):
     assert len(cc(emulator.url).history(MARKET.assets[0].cc_symbol, old, 10, hourly=True).bars) == 11
 
 
+def test_cmc_quotes_historical_cuts_a_long_range_into_windows_within_the_count_cap(emulator):
+    now = datetime.now(UTC)
+    end = now.replace(minute=now.minute // 5 * 5, second=0, microsecond=0) - timedelta(hours=1)
+    start = end - timedelta(days=40)  # 11,521 five-minute quotes: more than one call's 10,000
+    cmc_id = MARKET.assets[0].cmc_id
+    series, fetch = cmc(emulator.url).quotes_historical([cmc_id], start, end)
+    stamps = [stamp for stamp, _ in series[cmc_id]]
+    assert emulator.requests()["cmc_quotes_historical"] == 2
+    assert stamps == [start + timedelta(minutes=5 * i) for i in range(11521)]  # no gap, no repeat
+    assert fetch.credits == 116  # 1 credit per 100 data points, per call
+
+
 def test_cmc_quotes_historical_batches_ids(emulator):
     ids = [a.cmc_id for a in MARKET.assets[:150]]
     now = datetime.now(UTC)
@@ -93,9 +132,9 @@ def test_cmc_plan_without_history_is_a_clear_error(emulator):
 
 def test_missing_and_invalid_keys(emulator):
     with pytest.raises(UpstreamAuthError, match="1002"):
-        cmc(emulator.url, api_key="").listings_latest(10)
+        cmc(emulator.url, api_key="").quotes_latest([1])
     with pytest.raises(UpstreamAuthError, match="1001"):
-        cmc(emulator.url, api_key="invalid").listings_latest(10)
+        cmc(emulator.url, api_key="invalid").quotes_latest([1])
     with pytest.raises(UpstreamAuthError):
         cc(emulator.url, api_key="").top_by_volume(10)
     with pytest.raises(UpstreamAuthError, match="CRYPTOCOMPARE_API_KEY"):
@@ -111,7 +150,7 @@ TRANSIENT = [
     ("truncated", UpstreamMalformed),
 ]
 CALLS = {
-    "cmc_listings_latest": lambda url, **kw: cmc(url, **kw).listings_latest(100),
+    "cmc_quotes_latest": lambda url, **kw: cmc(url, **kw).quotes_latest([a.cmc_id for a in MARKET.assets[:10]]),
     "cc_top_list": lambda url, **kw: cc(url, **kw).top_by_volume(100),
     "cc_histominute": lambda url, **kw: cc(url, **kw).history("BTC", int(time.time()) - 600, 60),
     "cmc_quotes_historical": lambda url, **kw: cmc(url, **kw).quotes_historical(
@@ -130,16 +169,35 @@ def test_transient_faults_are_retried(emulator, endpoint, kind, error):
     assert emulator.requests()[endpoint] >= 3
 
 
-@pytest.mark.parametrize("endpoint", ["cmc_listings_latest", "cc_top_list", "cc_histominute"])
-@pytest.mark.parametrize(("kind", "error"), TRANSIENT)
+@pytest.mark.parametrize(
+    ("endpoint", "kind", "error"),
+    [
+        (endpoint, kind, error)
+        for endpoint in ("cmc_quotes_latest", "cc_top_list", "cc_histominute")
+        for kind, error in TRANSIENT
+        if (endpoint, kind) != ("cmc_quotes_latest", "truncated")  # not detectable: see the next test
+    ],
+)
 def test_persistent_faults_raise_the_typed_error(emulator, endpoint, kind, error):
     emulator.set_faults({endpoint: {"kind": kind, "retry_after_seconds": 0, "timeout_seconds": 1}})
     with pytest.raises(error):
         CALLS[endpoint](emulator.url, **FAST_TIMEOUT)
 
 
+def test_ids_missing_from_quotes_latest_are_counted_as_rejected(emulator):
+    """A short quotes/latest answer looks like ids CMC skipped as invalid: not retried, but counted
+    (and the merge's row_count check blocks a minute that lost too many)."""
+    emulator.set_faults({"cmc_quotes_latest": {"kind": "truncated"}})
+    ids = [a.cmc_id for a in MARKET.assets[:10]]
+    fetch = cmc(emulator.url).quotes_latest(ids)
+    assert len(fetch.records) == 5 and fetch.rejected == 5
+    assert {r.cmc_id for r in fetch.records} | {int(reason.split()[1].rstrip(":")) for reason in fetch.reasons} == set(
+        ids
+    )
+
+
 def test_rate_limit_honours_retry_after(emulator):
-    emulator.set_faults({"cmc_listings_latest": {"kind": "rate_limited", "times": 1, "retry_after_seconds": 1}})
+    emulator.set_faults({"cmc_quotes_latest": {"kind": "rate_limited", "times": 1, "retry_after_seconds": 1}})
     started = time.monotonic()
-    cmc(emulator.url, backoff_seconds=0).listings_latest(10)
+    cmc(emulator.url, backoff_seconds=0).quotes_latest([1])
     assert time.monotonic() - started >= 1.0

@@ -42,6 +42,19 @@ def test_cmc_listings_2022_default_sort():
     assert by_id(parsed.records)[11419].symbol == "TON"
 
 
+def test_cmc_quotes_latest_parses_genuine_records_in_the_v2_envelope():
+    """quotes/latest v2 records have the listing shape, keyed by the id as a string (upstream_apis.md
+    §1.2b; no genuine capture exists), so genuine listing records are wrapped as it answers."""
+    listings = load("cmc_listings_latest_nameissainath_2022-12-16.json")
+    body = {"status": listings["status"], "data": {str(r["id"]): r for r in listings["data"]}}
+    body["data"]["1"]["quote"]["USD"]["price"] = 0
+    parsed = client("cmc_quotes_latest").parse(body)
+    assert len(parsed.records) == 29 and parsed.rejected == 1
+    assert parsed.reasons == ["record 0: (values(data))[].quote.USD.price: Input should be greater than 0"]
+    assert by_id(parsed.records)[11419].symbol == "TON"
+    assert by_id(parsed.records)[825].volume_24h_usd == pytest.approx(28942714228.149967)
+
+
 def test_cmc_listings_2020_sorted_by_volume_without_newer_fields():
     body = load("cmc_listings_latest_sort-volume24h_glartir_2020-06-30.json")
     parsed = client("cmc_listings_latest").parse(body)

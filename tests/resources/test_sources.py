@@ -32,7 +32,13 @@ SHIPPED = yaml.safe_load((SOURCES_DIR / "cc_top_list.yaml").read_text())
 
 def test_every_shipped_source_file_loads():
     names = set(sources_in(str(SOURCES_DIR)))
-    assert {"cmc_listings_latest", "cmc_quotes_historical", "cc_top_list", "cc_totalvolfull"} <= names
+    assert {
+        "cmc_quotes_latest",
+        "cmc_listings_latest",
+        "cmc_quotes_historical",
+        "cc_top_list",
+        "cc_totalvolfull",
+    } <= names
     assert {"cc_histominute", "cc_histohour"} <= names
 
 
