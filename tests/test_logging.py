@@ -134,7 +134,7 @@ def materialize_minute(emulator_url: str, database_url: str, instance, key: str 
                 api_key=key, data_api_url=emulator_url, min_api_url=emulator_url, **client
             ),
             "warehouse": WarehouseResource(database_url=database_url),
-            "toplist": ToplistConfig(depth=50, ranking_depth=60, price_depth=200),
+            "toplist": ToplistConfig(depth=50, ranking_depth=60),
         },
         instance=instance,
         raise_on_error=False,
@@ -189,7 +189,7 @@ def test_no_secret_in_any_log_line_of_a_materialization(emulator, tmp_path):
     Warehouse(url).upgrade()
     try:
         with dg.DagsterInstance.ephemeral(settings={"python_logs": instance_python_logs()}) as instance:
-            emulator.set_faults({"cmc_listings_latest": {"kind": "rate_limited", "times": 1},
+            emulator.set_faults({"cmc_quotes_latest": {"kind": "rate_limited", "times": 1},
                                  "cc_top_list": {"kind": "malformed", "times": 1}})  # fmt: skip
             ok = materialize_minute(emulator.url, url, instance, key=MARKER)
             failed = materialize_minute(emulator.url, url, instance, key="")  # an auth failure's path too
@@ -199,7 +199,7 @@ def test_no_secret_in_any_log_line_of_a_materialization(emulator, tmp_path):
             logger.removeHandler(capture)
         root.setLevel(old_level)
     assert ok.success and not failed.success
-    assert any("GET /v1/cryptocurrency/listings/latest" in line for line in capture.lines)  # DEBUG was on
+    assert any("GET /v2/cryptocurrency/quotes/latest" in line for line in capture.lines)  # DEBUG was on
     assert any("attempt 1 failed" in text for _, text in lines)
     everything = "\n".join([*capture.lines, *(text for _, text in lines), log_file.read_text()])
     assert MARKER not in everything

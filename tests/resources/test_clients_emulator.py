@@ -50,7 +50,7 @@ def test_cmc_quotes_latest_skips_and_counts_unknown_ids(emulator):
     unknown = max(MARKET.by_cmc_id) + 1000
     fetch = cmc(emulator.url).quotes_latest([MARKET.assets[0].cmc_id, unknown])
     assert [r.cmc_id for r in fetch.records] == [MARKET.assets[0].cmc_id]
-    assert fetch.rejected == 1 and fetch.reasons == [f"id {unknown}: not returned by quotes/latest"]
+    assert fetch.rejected == 1 and fetch.reasons == [f"id {unknown}: not returned by cmc_quotes_latest"]
     assert fetch.credits == 1
 
 
