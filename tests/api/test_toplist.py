@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import io
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
 from api.toplist import render
-from tests.api.conftest import MARKET, seed_snapshot, this_minute
+from tests.api.conftest import MARKET, seed_snapshot, store_upstream, this_minute
 from warehouse.store import Snapshot
 
 
@@ -182,3 +183,43 @@ def test_csv_prices_are_plain_decimals_with_full_precision():
     assert printed[-2:] == ["0.00001234", "91234.56"] and printed[0] == "0.0000000001"
     for value, shown in zip(prices, printed, strict=True):
         assert "e" not in shown.lower() and float(shown) == value  # positional, and every digit kept
+
+
+def test_csv_over_http_prints_the_emulated_markets_sub_cent_prices_positionally(api, store):
+    """The emulated market's cheapest assets (prices below 0.0001, like SHIB or PEPE) through the real API."""
+    minute = this_minute() - timedelta(minutes=10)
+    unix_minute = int(minute.timestamp() // 60)
+    cheapest = sorted((a for a in MARKET.assets if a.cc_knows_cmc_id), key=lambda a: a.price(unix_minute))[:3]
+    assert all(a.price(unix_minute) < 0.0001 for a in cheapest)
+    store_upstream(
+        store,
+        minute,
+        [
+            {
+                "minute": minute,
+                "rank": i,
+                "cc_id": a.cc_id,
+                "symbol": a.cc_symbol,
+                "name": a.name,
+                "cmc_id": a.cmc_id,
+                "volume_24h_usd": 1.0,
+            }
+            for i, a in enumerate(cheapest, start=1)
+        ],  # fmt: skip
+        [
+            {
+                "minute": minute,
+                "cmc_id": a.cmc_id,
+                "symbol": a.cmc_symbol,
+                "name": a.name,
+                "price_usd": a.price(unix_minute),
+            }
+            for a in cheapest
+        ],  # fmt: skip
+    )
+    store.merge_top_assets(minute, minute + timedelta(minutes=1), 200)
+    with api() as server:
+        text = server.get("/", params={"datetime": iso(minute), "format": "csv"}).text
+    printed = [row[2] for row in csv.reader(io.StringIO(text))][1:]
+    assert printed == [format(Decimal(repr(a.price(unix_minute))), "f") for a in cheapest]
+    assert all(p.startswith("0.0000") and "e" not in p for p in printed)
