@@ -53,7 +53,9 @@ class Settings(BaseSettings):
     upstream_backoff_seconds: float = Field(default=0.5, ge=0)
     upstream_concurrency: int = Field(default=4, ge=1, le=32)
     cryptocompare_page_size: int = Field(default=100, ge=10, le=100)
-    live_price_source: str = Field(default="cmc_listings_latest", description="Source file of live prices.")
+    live_price_source: str = Field(
+        default="cmc_quotes_latest", description="Source file of live prices: quotes of a batch of ids."
+    )
     ranking_source: str = Field(default="cc_top_list", description="Source file of the live ranking.")
     sources_dir: Path | None = Field(
         default=None, description="A folder of extra source files; one there replaces a shipped one of its name."

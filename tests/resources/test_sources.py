@@ -102,7 +102,7 @@ def test_a_past_minute_with_a_spent_quota_fails_without_retries(emulator, databa
 
 def test_a_third_price_source_is_only_a_new_file(tmp_path, emulator, database_url, dagster_instance):
     """A price provider of the same shape, added as one file in a folder of its own, prices a live minute."""
-    spec = yaml.safe_load((SOURCES_DIR / "cmc_listings_latest.yaml").read_text())
+    spec = yaml.safe_load((SOURCES_DIR / "cmc_quotes_latest.yaml").read_text())
     spec.update(name="altprice_latest", provider="AltPrice")  # its own name, label and file; the same shape
     (tmp_path / "altprice_latest.yaml").write_text(yaml.safe_dump(spec))
     run_resources = resources(emulator.url, database_url)
