@@ -200,7 +200,7 @@ def test_a_past_minute_takes_no_quote_older_than_the_max_age(materialize, emulat
     assert not result.success  # and the blocking row_count check kept the minute unpublished
 
     result = materialize(past, max_quote_age_minutes=3)
-    assert result.success and len(rows(store, top_assets_table, past)) == 200
+    assert result.success and len(store.snapshot_rows(past, 200)) == 200
 
 
 def test_past_prices_can_come_from_cryptocompare(materialize, emulator, database_url):
