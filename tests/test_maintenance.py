@@ -112,3 +112,29 @@ def test_the_local_instance_writes_no_file_per_run(emulator, database_url, insta
     materialize(minute - timedelta(minutes=2))
     assert sorted(p.relative_to(home) for p in home.rglob("*") if p.is_file()) == files
     assert len(instance.get_runs()) == 3
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_re_execution_whose_root_run_was_pruned_still_finds_its_family(database_url, instance):
+    """A canceled or successful root goes after RUN_RETENTION_DAYS while a failed re-execution
+    of it stays for FAILED_RUN_RETENTION_DAYS; re-executing that one again must still run."""
+    from types import SimpleNamespace
+
+    from crypto_pipeline.assets.upstream import run_family_started
+    from crypto_pipeline.maintenance import prune_runs
+
+    @dg.asset
+    def nothing() -> None:
+        pass
+
+    root = dg.materialize([nothing], instance=instance).run_id
+    parent = dg.DagsterRun(job_name="__ASSET_JOB", run_id="parent-run", root_run_id=root, parent_run_id=root,
+                           status=dg.DagsterRunStatus.FAILURE)  # fmt: skip
+    instance.add_run(parent)
+    child = dg.DagsterRun(job_name="__ASSET_JOB", run_id="child-run", root_run_id=root, parent_run_id=parent.run_id)
+    instance.add_run(child)
+    assert prune_runs(instance, datetime.now(UTC) + timedelta(days=1), timedelta(0), timedelta(days=30)) == [root]
+
+    since = run_family_started(SimpleNamespace(run=child, instance=instance))
+
+    assert since == instance.get_run_record_by_id(parent.run_id).create_timestamp.replace(tzinfo=UTC)

@@ -342,9 +342,12 @@ def fetch_prices_and_rankings(
 
 
 def run_family_started(context: dg.AssetExecutionContext) -> datetime:
-    """When the first run of this run's family (the run itself unless it is a re-execution) was created."""
+    """When the first run of this run's family (the run itself unless it is a re-execution) was
+    created; its oldest run still stored when prune_storage deleted the root (a kept failure
+    can outlive its successful or canceled root), which only means fetching more again."""
     run = context.run
-    record = context.instance.get_run_record_by_id(run.root_run_id or run.run_id)
+    family = [run.root_run_id, run.parent_run_id, run.run_id]
+    record = next(r for run_id in family if run_id and (r := context.instance.get_run_record_by_id(run_id)))
     created = record.create_timestamp
     return created.replace(tzinfo=created.tzinfo or UTC)
 
