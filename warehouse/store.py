@@ -28,10 +28,14 @@ from warehouse.schema import assets, backfill_requests, fetches, prices, ranking
 # A ranking row and its price: the same minute, the same CMC id (never the symbol).
 PRICED_RANKING = and_(prices.c.minute == rankings.c.minute, prices.c.cmc_id == rankings.c.cmc_id)
 BACKFILL_LOCK_KEY = 0x746F706C  # Postgres advisory lock serializing backfill requests
-# Postgres advisory locks (two-int key space: this namespace, the unix minute) serializing the
-# writers of one minute; taken in ascending order, so overlapping windows never deadlock.
+# Postgres advisory locks (two-int key space: this namespace, the unix hour) serializing the
+# writers of the minutes of one hour; taken in ascending order, so overlapping windows never
+# deadlock. One lock per hour, not per minute: each lock takes a slot of the server's shared lock
+# table (~max_locks_per_transaction x max_connections, 6,400 by default), which a lock per
+# minute of a long window (a day's prune, a week's chunk) exhausted ("out of shared memory").
 MINUTE_LOCK_NAMESPACE = 0x746F70
-LOCK_MINUTES = text("SELECT count(pg_advisory_xact_lock(:namespace, m)) FROM generate_series(:first, :last) AS m")
+LOCK_MINUTES = 60
+LOCK_HOURS = text("SELECT count(pg_advisory_xact_lock(:namespace, h)) FROM generate_series(:first, :last) AS h")
 OPEN_REQUEST = backfill_requests.c.status.in_(["requested", "launched"])
 NO_DATA_ERROR = "the upstreams returned no prices and rankings for this minute"
 
@@ -221,14 +225,14 @@ class Warehouse:
     def _writing(self, start: datetime, end: datetime) -> Iterator[Any]:
         """A transaction that alone writes the minutes in [start, end) until it ends.
 
-        Postgres: an advisory lock per minute (a second writer of the same minutes waits
+        Postgres: an advisory lock per hour of minutes (a second writer of the same minutes waits
         instead of hitting a unique-key violation); SQLite: the database's write lock, taken
         at BEGIN IMMEDIATE."""
         with self._writer.begin() as conn:
             if self.engine.dialect.name == "postgresql":
-                first = int(start.timestamp()) // 60
-                last = max(first, -(-int(end.timestamp()) // 60) - 1)
-                conn.execute(LOCK_MINUTES, {"namespace": MINUTE_LOCK_NAMESPACE, "first": first, "last": last})
+                first = int(start.timestamp()) // 60 // LOCK_MINUTES
+                last = max(first, (-(-int(end.timestamp()) // 60) - 1) // LOCK_MINUTES)
+                conn.execute(LOCK_HOURS, {"namespace": MINUTE_LOCK_NAMESPACE, "first": first, "last": last})
             yield conn
 
     def replace_prices(self, start: datetime, end: datetime, rows: Sequence[dict], fetch_rows: Sequence[Fetch]) -> None:

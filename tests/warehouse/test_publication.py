@@ -182,3 +182,13 @@ def test_a_merge_after_the_raw_rows_were_pruned_keeps_the_served_minute(database
     merge = store.merge_top_assets(MINUTE, END, 200)
     assert merge.stored == [] and merge.quality == {}
     assert served_rows(store, MINUTE) == before and len(before) == 200
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_long_window_is_written_without_exhausting_the_postgres_lock_table(database_url):
+    """A month in one transaction (a long chunk, a prune batch): its locks must fit the server's shared lock table."""
+    store = Warehouse(database_url)
+    start = MINUTE - timedelta(days=30)
+    store.replace_rankings(start, MINUTE, [], [])
+    store.replace_prices(start, MINUTE, [], [])
+    assert store.merge_top_assets(start, MINUTE, 200).stored == []
