@@ -309,6 +309,9 @@ def fetch_prices_and_rankings(
     since = run_family_started(context)
     stored = {key: Stored() for key in selected}
     failures: list[tuple[dg.AssetKey, BaseException]] = []
+    # One candidate list for the whole range: chosen per chunk, it would be the previous chunk's
+    # stored ranking, losing for the rest of the range every asset one chunk could not rank.
+    ranked = [] if whole.live else candidates(store, whole, cryptocompare, toplist.ranking_depth)
     # Chunk by chunk, each committed on its own: memory is one chunk's, a failure keeps the
     # chunks before it, and a retry (or a re-execution) skips what its run family stored.
     for window in whole.chunks(toplist.chunk_minutes):
@@ -319,7 +322,7 @@ def fetch_prices_and_rankings(
             else:
                 stored[key].minutes += window.minutes
                 stored[key].resumed += len(window.minutes)
-        for key, outcome in fetch_chunk(window, todo, cmc, cryptocompare, store, toplist).items():
+        for key, outcome in fetch_chunk(window, todo, ranked, cmc, cryptocompare, store, toplist).items():
             if isinstance(outcome, BaseException):
                 context.log.error("%s failed: %s", key.to_user_string(), outcome)
                 failures.append((key, outcome))
@@ -355,6 +358,7 @@ def run_family_started(context: dg.AssetExecutionContext) -> datetime:
 def fetch_chunk(
     window: Window,
     selected: list[dg.AssetKey],
+    ranked: list[dict],
     cmc: CoinMarketCapResource,
     cryptocompare: CryptoCompareResource,
     store,
@@ -373,7 +377,6 @@ def fetch_chunk(
                 RANKINGS: ranking.result,
             }
         else:
-            ranked = candidates(store, window, cryptocompare, toplist.ranking_depth)
             max_quote_age = timedelta(minutes=toplist.max_quote_age_minutes)
             needs_series = RANKINGS in selected or toplist.historical_price_source == "cryptocompare"
             series = pool.submit(cryptocompare_series, cryptocompare, window, ranked) if needs_series else None

@@ -11,10 +11,11 @@ from sqlalchemy import select
 
 from crypto_pipeline.partitions import MINUTE_FORMAT
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
+from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.errors import UpstreamBadRequest, UpstreamTransientError
 from crypto_pipeline.resources.toplist import ToplistConfig
 from tests.assets.test_pipeline import ASSETS, resources
-from warehouse.schema import prices
+from warehouse.schema import prices, rankings
 from warehouse.store import Warehouse
 
 RANGE_START = "dagster/asset_partition_range_start"
@@ -43,12 +44,14 @@ def price_minutes(store: Warehouse) -> list[datetime]:
         return list(conn.execute(select(prices.c.minute).group_by(prices.c.minute).order_by(prices.c.minute)).scalars())
 
 
-def materialize_range(emulator, database_url, instance, first: datetime, minutes: int, cmc=None):
+def materialize_range(emulator, database_url, instance, first: datetime, minutes: int, cmc=None, cryptocompare=None):
     chosen = resources(emulator.url, database_url)
     # A short list keeps three chunks of upstream calls quick: 30 ranked, one CMC call per chunk.
     chosen["toplist"] = ToplistConfig(depth=DEPTH, ranking_depth=30, price_depth=100, chunk_minutes=CHUNK)
     if cmc is not None:
         chosen["cmc"] = cmc
+    if cryptocompare is not None:
+        chosen["cryptocompare"] = cryptocompare
     last = first + timedelta(minutes=minutes - 1)
     return dg.materialize(
         ASSETS,
@@ -112,3 +115,33 @@ def test_a_retried_step_continues_after_the_chunks_it_stored(emulator, database_
     assert metadata["resumed_minutes"].value == 2 * CHUNK
     store = Warehouse(database_url)
     assert all(len(store.snapshot_rows(first + timedelta(minutes=m), DEPTH)) == DEPTH for m in range(3 * CHUNK))
+
+
+class WithoutHistoryAtFirst(CryptoCompareResource):
+    """The real client, except that `symbol` has no history in the range's first chunk."""
+
+    symbol: str
+    first_chunk_end: int
+
+    def history(self, symbol, to_ts, limit, *, hourly=False):
+        if symbol == self.symbol and to_ts < self.first_chunk_end:
+            raise UpstreamBadRequest("CryptoCompare", f"injected: no history for {symbol} yet")
+        return super().history(symbol, to_ts, limit, hourly=hourly)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_every_chunk_ranks_the_candidates_of_the_range(emulator, database_url, dagster_instance):
+    """The candidates are chosen once per range: an asset without history in one chunk is still
+    ranked in the next, not dropped because an earlier chunk's stored ranking lacked it."""
+    first = past_range()
+    real = resources(emulator.url, database_url)["cryptocompare"]
+    symbol = real.top_by_volume(30).records[5].symbol
+    late = WithoutHistoryAtFirst(**real.model_dump(), symbol=symbol,
+                                 first_chunk_end=int((first + timedelta(minutes=CHUNK)).timestamp()))  # fmt: skip
+
+    assert materialize_range(emulator, database_url, dagster_instance, first, 3 * CHUNK, cryptocompare=late).success
+
+    store = Warehouse(database_url)
+    with store.engine.connect() as conn:
+        ranked = set(conn.execute(select(rankings.c.minute).where(rankings.c.symbol == symbol)).scalars())
+    assert ranked == {first + timedelta(minutes=m) for m in range(CHUNK, 3 * CHUNK)}
