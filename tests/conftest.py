@@ -45,6 +45,23 @@ def wait_for_http(url: str, timeout: float = 30.0) -> None:
     raise TimeoutError(f"{url} did not come up within {timeout} s")
 
 
+def scratch_copy(target: Path) -> Path:
+    """The project root as symlinks, without the developer's `.env`, `.data` or `.git`: the dagster
+    CLI loads `.env` from its working directory over the environment (and `make run` records
+    DAGSTER_HOME there), so a test's CLI run in the root would use the developer's instance."""
+    target.mkdir()
+    for entry in ROOT.iterdir():
+        if entry.name not in {".env", ".data", ".git", ".pytest_cache"}:
+            (target / entry.name).symlink_to(entry)
+    return target
+
+
+@pytest.fixture
+def project_dir(tmp_path) -> Path:
+    """Where a test runs the dagster CLI: the project as a new user has it, whatever the developer's `.env`."""
+    return scratch_copy(tmp_path / "project")
+
+
 @dataclass
 class EmulatorProcess:
     url: str

@@ -30,7 +30,7 @@ def minute_key(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d-%H:%M")
 
 
-def test_cli_materializes_a_minute_and_a_range_in_one_run(emulator, tmp_path):
+def test_cli_materializes_a_minute_and_a_range_in_one_run(emulator, tmp_path, project_dir):
     database_url = f"sqlite:///{tmp_path / 'warehouse.db'}"
     store = Warehouse(database_url)
     store.upgrade()
@@ -40,14 +40,14 @@ def test_cli_materializes_a_minute_and_a_range_in_one_run(emulator, tmp_path):
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "crypto_pipeline.definitions",
                "--select", "prices,rankings,top_assets"]  # fmt: skip
     now = datetime.now(UTC).replace(second=0, microsecond=0)
-    subprocess.run([*command, "--partition", minute_key(now)], env=env, cwd=ROOT, check=True, timeout=300)
+    subprocess.run([*command, "--partition", minute_key(now)], env=env, cwd=project_dir, check=True, timeout=300)
     assert store.latest_snapshot().minute == now
 
     first = now - timedelta(hours=2)
     last = first + timedelta(minutes=4)
     subprocess.run(
         [*command, "--partition-range", f"{minute_key(first)}...{minute_key(last)}"],
-        env=env, cwd=ROOT, check=True, timeout=300,
+        env=env, cwd=project_dir, check=True, timeout=300,
     )  # fmt: skip
     for offset in range(5):
         snapshot = store.snapshot_at_or_before(first + timedelta(minutes=offset), timedelta(minutes=1))

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from crypto_pipeline.partitions import RECOMMENDED_MAX_PARTITIONS, window_warning
-from tests.conftest import ROOT
 from tests.test_cli_and_hot_path import minute_key, stack_env
 from warehouse.store import Warehouse
 
@@ -17,7 +16,7 @@ COMMAND = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "crypt
            "--select", "prices,rankings,top_assets", "--partition"]  # fmt: skip
 
 
-def test_moving_history_start_forward_keeps_what_is_stored_and_refuses_older_runs(emulator, tmp_path):
+def test_moving_history_start_forward_keeps_what_is_stored_and_refuses_older_runs(emulator, tmp_path, project_dir):
     database_url = f"sqlite:///{tmp_path / 'warehouse.db'}"
     store = Warehouse(database_url)
     store.upgrade()
@@ -28,7 +27,7 @@ def test_moving_history_start_forward_keeps_what_is_stored_and_refuses_older_run
 
     def materialize(minute: datetime, history_start: datetime) -> subprocess.CompletedProcess:
         env = stack_env(emulator.url, database_url, home, HISTORY_START=history_start.isoformat())
-        return subprocess.run([*COMMAND, minute_key(minute)], env=env, cwd=ROOT, capture_output=True, text=True,
+        return subprocess.run([*COMMAND, minute_key(minute)], env=env, cwd=project_dir, capture_output=True, text=True,
                               timeout=300)  # fmt: skip
 
     assert materialize(old, history_start=now - timedelta(hours=3)).returncode == 0

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from common.settings import Settings
-from tests.conftest import ROOT, free_port, wait_for_http
+from tests.conftest import ROOT, free_port, scratch_copy, wait_for_http
 
 README = (ROOT / "README.md").read_text()
 MARKER = "::readme-command::"
@@ -76,17 +76,8 @@ def pattern(line: str) -> re.Pattern:
     return re.compile(masked.replace("…", ".*"))
 
 
-def scratch_copy(target: Path) -> Path:
-    """The project root as symlinks, without the developer's `.env`, `.data` or `.git`."""
-    target.mkdir()
-    for entry in ROOT.iterdir():
-        if entry.name not in {".env", ".data", ".git", ".pytest_cache"}:
-            (target / entry.name).symlink_to(entry)
-    return target
-
-
 @pytest.fixture
-def stack(emulator, tmp_path) -> Iterator[dict]:
+def stack(emulator, tmp_path, project_dir) -> Iterator[dict]:
     """What `make run` provides, on free ports: the emulator, a fresh SQLite warehouse, a Dagster
     instance, the API, and the current minute materialized (the schedule's first tick)."""
     home = tmp_path / "dagster"
@@ -102,14 +93,14 @@ def stack(emulator, tmp_path) -> Iterator[dict]:
     port = free_port()
     api = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=project_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         wait_for_http(f"http://127.0.0.1:{port}/healthz")
         now = datetime.now(UTC).strftime("%Y-%m-%d-%H:%M")
         subprocess.run(
             ["dg", "launch", "--assets", "prices,rankings,top_assets", "--partition", now],
-            cwd=ROOT, env=env, check=True, capture_output=True, timeout=300,
+            cwd=project_dir, env=env, check=True, capture_output=True, timeout=300,
         )  # fmt: skip
         yield {"env": env, "api": f"127.0.0.1:{port}"}
     finally:
