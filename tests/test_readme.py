@@ -76,6 +76,13 @@ def pattern(line: str) -> re.Pattern:
     return re.compile(masked.replace("…", ".*"))
 
 
+def block_script(block: list[Command], api: str) -> str:
+    """One bash script for a block: it stops at the first command that fails, a curl answered with
+    an HTTP error included (curl itself exits 0 then), each command's output after a marker line."""
+    runs = [f"echo; echo '{MARKER}{i}'\n{{ {as_run_here(c.text, api)}\n}} 2>&1\n" for i, c in enumerate(block)]
+    return 'set -e\ncurl() { command curl --fail-with-body "$@"; }\n' + "".join(runs)
+
+
 @pytest.fixture
 def stack(emulator, tmp_path, project_dir) -> Iterator[dict]:
     """What `make run` provides, on free ports: the emulator, a fresh SQLite warehouse, a Dagster
@@ -129,9 +136,7 @@ def test_every_console_command_works_as_written(stack, tmp_path):
     for number, block in enumerate(console_blocks(README)):
         # Each command in braces, so a trailing comment cannot swallow the redirection of its stderr.
         # The marker on a line of its own even after an answer without a final newline (curl's JSON).
-        api = stack["api"]
-        runs = [f"echo; echo '{MARKER}{i}'\n{{ {as_run_here(c.text, api)}\n}} 2>&1\n" for i, c in enumerate(block)]
-        script = "set -e\n" + "".join(runs)
+        script = block_script(block, stack["api"])
         result = subprocess.run(
             ["bash", "-c", script], cwd=scratch_copy(tmp_path / f"block{number}"), env=stack["env"],
             capture_output=True, text=True, timeout=600,
@@ -145,3 +150,10 @@ def test_every_console_command_works_as_written(stack, tmp_path):
                 assert any(pattern(shown).fullmatch(line) for line in masked), (
                     f"`{command.text}` printed no line like {shown!r}:\n" + "\n".join(lines[:20])
                 )
+
+
+def test_a_curl_answered_with_an_error_fails_its_block(emulator, tmp_path):
+    """curl exits 0 on a 4xx or 5xx answer: a README curl that shows no output would pass on a 503."""
+    script = block_script([Command(f"curl '{emulator.url}/no-such-route'")], "unused")
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0, result.stdout
