@@ -294,8 +294,10 @@ class ToplistService:
             )
         except (TimeoutError, SQLAlchemyError, OSError):
             return  # the database does not answer: that is the outage
-        if detail is not None:
-            raise ProblemError(503, "Warehouse schema not ready", detail[0].upper() + detail[1:] + ".") from None
+        if detail is None:  # at head, yet a table or column is gone: a partial restore, a manual DROP
+            missing = str(error.orig).splitlines()[0]
+            detail = f"the warehouse database is at the newest schema revision but a query failed with: {missing}"
+        raise ProblemError(503, "Warehouse schema not ready", detail[0].upper() + detail[1:] + ".") from None
 
     @staticmethod
     async def single_flight(cache, key, compute):

@@ -40,3 +40,18 @@ def test_a_schema_dropped_under_the_api_is_its_own_problem(api, store):
     assert "no warehouse schema" in problem["detail"] and "`python -m warehouse upgrade`" in problem["detail"]
     assert "unavailable" not in problem["detail"].lower()
     assert after.status_code == 202  # the request is recorded in the recreated schema
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_table_missing_at_the_head_revision_is_a_schema_problem_not_an_outage(api, store):
+    """A partial restore (`pg_dump -t …` of some tables) leaves the version table at head and a table gone."""
+    seed_snapshot(store, this_minute())
+    with api(api_cache_entries=0) as server:
+        with store.engine.begin() as conn:
+            conn.execute(text("DROP TABLE toplist_snapshots"))
+        answer = server.get("/", params={"limit": 4})
+    metadata.tables["toplist_snapshots"].create(store.engine)  # for the fixture's cleanup
+    assert answer.status_code == 503
+    problem = answer.json()
+    assert problem["title"] == "Warehouse schema not ready", problem
+    assert "toplist_snapshots" in problem["detail"]
