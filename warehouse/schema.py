@@ -30,6 +30,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 
 
@@ -158,10 +159,17 @@ backfill_requests = Table(
     "backfill_requests",
     metadata,
     Column("minute", UTCDateTime, primary_key=True),
+    # The lifecycle (states and transitions) is warehouse/requests.py.
     Column("status", String(16), nullable=False),  # requested | launched | succeeded | failed
     Column("requested_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-    Column("run_id", String(64)),
+    Column("run_id", String(64)),  # the Dagster run id, once Dagster has created the run
     Column("error", Text),
+    Column("attempts", Integer, nullable=False, server_default="0"),  # runs Dagster created for it
+    Column("run_key", String(128)),  # the run key handed to Dagster for the current attempt
+    Column("submitted_at", UTCDateTime),  # when that run key was handed over
+    # failed for a reason retrying cannot fix (the backoff before another attempt counts from updated_at)
+    Column("permanent", Boolean, nullable=False, server_default=false()),
     Index("ix_backfill_requests_status", "status", "minute"),
+    Index("ix_backfill_requests_run_key", "run_key"),
 )

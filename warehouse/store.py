@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, create_engine, delete, event, func, insert, or_, select, text, update
+from sqlalchemy import Engine, and_, case, create_engine, delete, event, func, insert, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -23,11 +23,11 @@ from sqlalchemy.engine import make_url
 from warehouse.migrate import alembic_config
 from warehouse.migrate import upgrade as upgrade_to_head
 from warehouse.quality import MinuteQuality
-from warehouse.schema import assets, backfill_requests, fetches, prices, rankings, snapshots
+from warehouse.requests import BackfillRequests, settle
+from warehouse.schema import assets, fetches, prices, rankings, snapshots
 
 # A ranking row and its price: the same minute, the same CMC id (never the symbol).
 PRICED_RANKING = and_(prices.c.minute == rankings.c.minute, prices.c.cmc_id == rankings.c.cmc_id)
-BACKFILL_LOCK_KEY = 0x746F706C  # Postgres advisory lock serializing backfill requests
 # Postgres advisory locks (two-int key space: this namespace, the unix hour) serializing the
 # writers of the minutes of one hour; taken in ascending order, so overlapping windows never
 # deadlock. One lock per hour, not per minute: each lock takes a slot of the server's shared lock
@@ -36,8 +36,6 @@ BACKFILL_LOCK_KEY = 0x746F706C  # Postgres advisory lock serializing backfill re
 MINUTE_LOCK_NAMESPACE = 0x746F70
 LOCK_MINUTES = 60
 LOCK_HOURS = text("SELECT count(pg_advisory_xact_lock(:namespace, h)) FROM generate_series(:first, :last) AS h")
-OPEN_REQUEST = backfill_requests.c.status.in_(["requested", "launched"])
-NO_DATA_ERROR = "the upstreams returned no prices and rankings for this minute"
 
 
 def blocked_error(failed_checks: Sequence[str]) -> str:
@@ -102,16 +100,6 @@ class Merge:
     stored: list[Snapshot]
     quality: dict[datetime, MinuteQuality]
     blocked: dict[datetime, list[str]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class BackfillRequest:
-    minute: datetime
-    status: str
-    requested_at: datetime
-    updated_at: datetime
-    run_id: str | None
-    error: str | None
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -199,7 +187,7 @@ class Warehouse:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self._writer = self.engine.execution_options(writes=True)
-        self._request_lock = threading.Lock()
+        self.requests = BackfillRequests(self.engine, self._writer)
         self._names = AssetNames()
 
     # --- schema ---------------------------------------------------------------------------
@@ -394,29 +382,8 @@ class Warehouse:
             ]
             if stored:
                 conn.execute(insert(snapshots), [{**vars(s), **vars(lists.get(s.minute, EMPTY_LIST))} for s in stored])
-            self._settle_requests(conn, start, end, run_id, blocked)
+            settle(conn, start, end, run_id, {minute: blocked_error(failed) for minute, failed in blocked.items()})
         return Merge(stored, quality, blocked)
-
-    @staticmethod
-    def _settle_requests(
-        conn, start: datetime, end: datetime, run_id: str | None, blocked: dict[datetime, list[str]]
-    ) -> None:
-        """Requests for minutes now served succeed; launched ones this merge could not serve fail."""
-        in_window = and_(backfill_requests.c.minute >= start, backfill_requests.c.minute < end, OPEN_REQUEST)
-        served = backfill_requests.c.minute.in_(
-            select(snapshots.c.minute).where(snapshots.c.minute >= start, snapshots.c.minute < end)
-        )
-        settle = update(backfill_requests).values(updated_at=utcnow(), run_id=run_id)
-        conn.execute(settle.where(in_window, served).values(status="succeeded", error=None))
-        unserved = and_(in_window, backfill_requests.c.status == "launched")
-        by_error: dict[str, list[datetime]] = {}
-        for minute, failed in blocked.items():
-            by_error.setdefault(blocked_error(failed), []).append(minute)
-        for error, minutes in by_error.items():
-            conn.execute(
-                settle.where(unserved, backfill_requests.c.minute.in_(minutes)).values(status="failed", error=error)
-            )
-        conn.execute(settle.where(unserved).values(status="failed", error=NO_DATA_ERROR))
 
     @staticmethod
     def _provenance(conn, start: datetime, end: datetime) -> dict[datetime, dict]:
@@ -535,60 +502,6 @@ class Warehouse:
             nearest = min((m for m in (earlier, later) if m is not None), key=lambda m: abs(m - minute))
             query = select(rankings).where(rankings.c.minute == nearest).order_by(rankings.c.rank).limit(limit)
             return [dict(row._mapping) for row in conn.execute(query)]
-
-    # --- backfill requests ----------------------------------------------------------------
-    def request_backfill(self, minute: datetime, max_pending: int) -> tuple[BackfillRequest | None, bool]:
-        """The request for `minute`, recorded unless `max_pending` are already open.
-
-        Returns (request, created); (None, False) when the bound refused it. Check and insert
-        are serialized (an advisory lock on Postgres, a process lock besides), so a burst can
-        never overshoot the bound.
-        """
-        now = utcnow()
-        with self._request_lock, self._writer.begin() as conn:
-            if self.engine.dialect.name == "postgresql":
-                conn.execute(select(func.pg_advisory_xact_lock(BACKFILL_LOCK_KEY)))
-            row = conn.execute(select(backfill_requests).where(backfill_requests.c.minute == minute)).first()
-            if row is not None:
-                return BackfillRequest(**row._mapping), False
-            pending = conn.execute(select(func.count()).where(OPEN_REQUEST)).scalar()
-            if pending >= max_pending:
-                return None, False
-            request = BackfillRequest(minute, "requested", now, now, None, None)
-            conn.execute(insert(backfill_requests).values(**vars(request)))
-        return request, True
-
-    def backfill_request(self, minute: datetime) -> BackfillRequest | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(backfill_requests).where(backfill_requests.c.minute == minute)).first()
-        return BackfillRequest(**row._mapping) if row else None
-
-    def backfill_requests_with_status(self, status: str, limit: int) -> list[BackfillRequest]:
-        query = (
-            select(backfill_requests)
-            .where(backfill_requests.c.status == status)
-            .order_by(backfill_requests.c.minute)
-            .limit(limit)
-        )
-        with self.engine.connect() as conn:
-            return [BackfillRequest(**row._mapping) for row in conn.execute(query)]
-
-    def count_backfill_requests(self, statuses: Iterable[str]) -> int:
-        query = select(func.count()).where(backfill_requests.c.status.in_(list(statuses)))
-        with self.engine.connect() as conn:
-            return conn.execute(query).scalar_one()
-
-    def set_backfill_status(
-        self, first: datetime, last: datetime, status: str, run_id: str | None = None, error: str | None = None
-    ) -> None:
-        """Set the status of the open requests for minutes first..last (inclusive); a settled
-        request stays settled (a run that fails after its merge has still served the minute)."""
-        values = {"status": status, "updated_at": utcnow(), "error": error}
-        if run_id is not None:
-            values["run_id"] = run_id
-        in_range = and_(backfill_requests.c.minute.between(first, last), OPEN_REQUEST)
-        with self._writer.begin() as conn:
-            conn.execute(update(backfill_requests).where(in_range).values(**values))
 
 
 def _publishing(column, start: datetime, end: datetime, held_back: Sequence[datetime]):

@@ -1,4 +1,4 @@
-"""Backfill requests are settled by the data itself: the merge that stores a minute settles it."""
+"""The request lifecycle (warehouse/requests.py): one test per transition, on both backends."""
 
 from __future__ import annotations
 
@@ -7,38 +7,132 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.api.conftest import seed_snapshot
-from warehouse.store import NO_DATA_ERROR, Warehouse
+from warehouse.requests import RequestPolicy
+from warehouse.store import Warehouse
 
-SERVED = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-EMPTY = SERVED + timedelta(minutes=1)  # no upstream data is ever stored for this minute
-NOT_LAUNCHED = SERVED + timedelta(minutes=2)
+MINUTE = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+NEXT = MINUTE + timedelta(minutes=1)
+NOW = datetime.now(UTC).replace(microsecond=0)  # the wall clock: launch() stamps with it too
+POLICY = RequestPolicy(max_pending=10, max_attempts=3, backoff=timedelta(minutes=1), stuck_after=timedelta(minutes=30))
+
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 
 
-@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
-def test_a_merge_settles_the_requests_of_its_window(database_url):
+@pytest.fixture
+def requests(database_url):
+    return Warehouse(database_url).requests
+
+
+def launched(requests, *minutes: datetime, key: str = "key-1", run_id: str = "run-1") -> None:
+    """Ask for the minutes, submit them under `key`, and let Dagster 'create' run `run_id`."""
+    for minute in minutes:
+        requests.ask(minute, POLICY, NOW)
+    requests.submit(min(minutes), max(minutes), key, NOW)
+    requests.launch(key, run_id)
+
+
+def test_ask_records_a_request_within_the_bound(requests):
+    first = requests.ask(MINUTE, POLICY, NOW)
+    assert (first.status, first.attempts, first.run_key) == ("requested", 0, None)
+    assert requests.ask(MINUTE, POLICY, NOW) == first  # once per minute
+    full = RequestPolicy(max_pending=1)
+    assert requests.ask(NEXT, full, NOW) is None  # the bound: the API answers 429
+    assert requests.count(["requested"]) == 1
+
+
+def test_submit_hands_due_minutes_to_one_run_key(requests):
+    for minute in (MINUTE, NEXT):
+        requests.ask(minute, POLICY, NOW)
+    assert [r.minute for r in requests.due(10)] == [MINUTE, NEXT]
+    assert requests.submit(MINUTE, NEXT, "key-1", NOW) == 2
+    assert requests.due(10) == []
+    submitted = requests.get(MINUTE)
+    assert (submitted.status, submitted.run_key, submitted.submitted_at, submitted.run_id) == (
+        "requested", "key-1", NOW, None,
+    )  # fmt: skip
+    assert requests.submit(MINUTE, NEXT, "key-2", NOW) == 0  # already handed over
+    assert {r.minute for r in requests.in_flight()} == {MINUTE, NEXT}
+
+
+def test_launch_needs_the_run_dagster_created(requests):
+    launched(requests, MINUTE, NEXT, run_id="0f0e-real-run-id")
+    request = requests.get(MINUTE)
+    assert (request.status, request.run_id, request.attempts) == ("launched", "0f0e-real-run-id", 1)
+    assert requests.launch("key-1", "another-run") == 0  # only from requested
+
+
+def test_release_returns_a_never_created_run_to_requested(requests):
+    requests.ask(MINUTE, POLICY, NOW)
+    requests.submit(MINUTE, MINUTE, "key-1", NOW)
+    assert requests.release("key-1") == 1
+    request = requests.get(MINUTE)
+    assert (request.status, request.run_key, request.attempts) == ("requested", None, 0)  # no attempt was made
+    assert [r.minute for r in requests.due(10)] == [MINUTE]
+
+
+def test_succeed_when_the_merge_serves_the_minute_from_any_unsettled_state(requests, database_url):
     store = Warehouse(database_url)
-    for minute in (SERVED, EMPTY, NOT_LAUNCHED):
-        store.request_backfill(minute, max_pending=10)
-    store.set_backfill_status(SERVED, EMPTY, "launched", run_id="backfill-run")
-
-    seed_snapshot(store, SERVED)  # stores and merges SERVED only
-    assert store.backfill_request(SERVED).status == "succeeded"
-    assert store.backfill_request(EMPTY).status == "launched"
-
-    store.merge_top_assets(SERVED, NOT_LAUNCHED + timedelta(minutes=1), 200, run_id="range-run")
-    served, empty, waiting = (store.backfill_request(m) for m in (SERVED, EMPTY, NOT_LAUNCHED))
-    assert (served.status, served.run_id) == ("succeeded", None)  # settled by the first merge, kept
-    assert (empty.status, empty.run_id, empty.error) == ("failed", "range-run", NO_DATA_ERROR)
-    assert waiting.status == "requested"  # its run has not started: the sensor still owns it
-    assert store.count_backfill_requests(["requested", "launched"]) == 1
+    launched(requests, MINUTE)
+    requests.ask(NEXT, POLICY, NOW)  # never launched: a minute run stored it anyway
+    seed_snapshot(store, MINUTE)
+    seed_snapshot(store, NEXT)
+    for minute in (MINUTE, NEXT):
+        request = store.requests.get(minute)
+        assert (request.status, request.error, request.run_key) == ("succeeded", None, None)
+    assert requests.fail("key-1", "late failure report", True) == 0  # succeeded stays succeeded
 
 
-@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
-def test_a_settled_request_stays_settled(database_url):
-    """A run that fails after its merge has still served the minute: the failure sensor must not
-    turn that request into a failure."""
-    store = Warehouse(database_url)
-    store.request_backfill(SERVED, max_pending=10)
-    seed_snapshot(store, SERVED)
-    store.set_backfill_status(SERVED, EMPTY, "failed", run_id="later-failure", error="boom")
-    assert store.backfill_request(SERVED).status == "succeeded"
+def test_a_run_retry_that_stores_a_failed_minute_makes_it_succeed(requests, database_url):
+    launched(requests, MINUTE)
+    requests.fail("key-1", "run worker crashed", False, NOW)
+    seed_snapshot(Warehouse(database_url), MINUTE)
+    assert requests.get(MINUTE).status == "succeeded"  # /backfills agrees with /
+
+
+def test_fail_records_the_error_and_when_to_ask_again(requests):
+    launched(requests, MINUTE)
+    assert requests.fail("key-1", "CMC error 1006: plan", True, NOW) == 1
+    request = requests.get(MINUTE)
+    assert (request.status, request.error, request.permanent) == ("failed", "CMC error 1006: plan", True)
+    assert POLICY.next_attempt(request) == NOW + timedelta(minutes=1)
+
+
+def test_requeue_a_launched_request_whose_run_record_is_gone(requests):
+    launched(requests, MINUTE)
+    assert requests.requeue("key-1") == 1
+    request = requests.get(MINUTE)
+    assert (request.status, request.run_key, request.run_id, request.attempts) == ("requested", None, None, 1)
+
+
+def test_ask_again_after_a_failure_is_bounded_with_backoff(requests):
+    backoffs = []
+    for attempt in range(1, POLICY.max_attempts + 1):
+        launched(requests, MINUTE, key=f"key-{attempt}", run_id=f"run-{attempt}")
+        failed_at = NOW + timedelta(hours=attempt)
+        requests.fail(f"key-{attempt}", "upstream down", False, failed_at)
+        failed = requests.get(MINUTE)
+        assert failed.attempts == attempt
+        if (next_attempt := POLICY.next_attempt(failed)) is None:
+            break
+        backoffs.append(next_attempt - failed_at)
+        early = requests.ask(MINUTE, POLICY, next_attempt - timedelta(seconds=1))
+        assert early.status == "failed"  # too early: unchanged, and it says until when
+        again = requests.ask(MINUTE, POLICY, next_attempt)
+        assert (again.status, again.attempts, again.error, again.run_key) == ("requested", attempt, None, None)
+        requests.ask(MINUTE, POLICY, NOW)  # asking twice re-queues once
+    assert backoffs == [timedelta(minutes=1), timedelta(minutes=2)]  # doubling
+    exhausted = requests.get(MINUTE)
+    assert (exhausted.attempts, POLICY.next_attempt(exhausted)) == (POLICY.max_attempts, None)
+    assert requests.ask(MINUTE, POLICY, NOW + timedelta(days=30)).status == "failed"  # no attempt left
+
+
+def test_a_stuck_request_starts_over_on_a_new_ask(requests):
+    launched(requests, MINUTE)  # launched at NOW (wall clock), then nothing ever reported back
+    requests.ask(NEXT, POLICY, NOW)
+    requests.submit(NEXT, NEXT, "key-2", NOW)  # submitted at NOW, Dagster never created the run
+    later = datetime.now(UTC) + POLICY.stuck_after
+    assert requests.ask(MINUTE, POLICY, later - timedelta(minutes=1)).status == "launched"
+    for minute in (MINUTE, NEXT):
+        again = requests.ask(minute, POLICY, later)
+        assert (again.status, again.run_key) == ("requested", None)
+    assert {r.minute for r in requests.due(10)} == {MINUTE, NEXT}

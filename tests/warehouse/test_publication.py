@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from tests.api.conftest import market_rows, seed_snapshot, store_upstream
 from warehouse.quality import MinuteQuality, required_rows
+from warehouse.requests import RequestPolicy
 from warehouse.schema import prices, rankings
 from warehouse.store import Fetch, Warehouse, blocked_error
 
@@ -28,8 +29,9 @@ def served_rows(store: Warehouse, minute: datetime) -> list[tuple]:
 
 
 def launched_request(store: Warehouse, minute: datetime) -> None:
-    store.request_backfill(minute, max_pending=10)
-    store.set_backfill_status(minute, minute, "launched", run_id="run-1")
+    store.requests.ask(minute, RequestPolicy())
+    store.requests.submit(minute, minute, "key-1")
+    store.requests.launch("key-1", "run-1")
 
 
 @BACKENDS
@@ -45,7 +47,7 @@ def test_empty_prices_block_the_minute_and_the_nearest_good_one_is_served(databa
     assert merge.quality[MINUTE].rows == 0 and merge.quality[MINUTE].ranked == 250
     assert served_rows(store, MINUTE) == []
     assert store.snapshot_at_or_before(MINUTE, TOLERANCE).minute == GOOD
-    request = store.backfill_request(MINUTE)
+    request = store.requests.get(MINUTE)
     assert (request.status, request.error) == ("failed", blocked_error(["row_count"]))
     assert "row_count" in request.error
 
@@ -76,7 +78,7 @@ def test_a_missing_source_publishes_nothing(database_url):
     merge = store.merge_top_assets(MINUTE, END, 200, run_id="run-1")
     assert merge.stored == [] and served_rows(store, MINUTE) == []
     assert store.snapshot_at_or_before(MINUTE, TOLERANCE) is None
-    assert store.backfill_request(MINUTE).status == "failed"
+    assert store.requests.get(MINUTE).status == "failed"
 
 
 @BACKENDS

@@ -1,0 +1,32 @@
+"""backfill request lifecycle: attempts, the pending run key, backoff and permanent failures
+
+Revision ID: 0002_request_lifecycle
+Revises: 0001
+Create Date: 2026-11-28 07:50:00
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+import warehouse.schema
+
+revision = "0002_request_lifecycle"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("backfill_requests", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("attempts", sa.Integer(), server_default="0", nullable=False))
+        batch_op.add_column(sa.Column("run_key", sa.String(length=128), nullable=True))
+        batch_op.add_column(sa.Column("submitted_at", warehouse.schema.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("permanent", sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.create_index("ix_backfill_requests_run_key", ["run_key"], unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("backfill_requests", schema=None) as batch_op:
+        batch_op.drop_index("ix_backfill_requests_run_key")
+        for column in ("permanent", "submitted_at", "run_key", "attempts"):
+            batch_op.drop_column(column)

@@ -1,0 +1,252 @@
+"""The backfill request lifecycle: one row per minute in `backfill_requests`, moved only by
+the transitions below (Dagster-free: the API asks, the request sensor submits and reconciles
+from Dagster's run records, the merge settles).
+
+    ask ──► requested ──submit──► requested ──launch──► launched ──succeed──► succeeded
+              ▲  ▲               (run key,    (Dagster   │  │                  ▲
+              │  │                no run yet)  made the  │  └─fail──► failed ──┘ succeed (any
+              │  └──────release (never created)─┘ run)   │             │         run stored it)
+              │  └──────requeue (run record gone, or stuck on a new ask)┘             │
+              └────────────────────── ask again (after the backoff, attempts left) ──┘
+
+Every transition is one guarded UPDATE (`WHERE status IN <its sources>`), so an illegal move
+(a succeeded minute turned into a failure by a late run-status report, say) cannot happen.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import Engine, and_, func, insert, or_, select, update
+
+from warehouse.schema import backfill_requests, snapshots
+
+LOCK_KEY = 0x746F706C  # Postgres advisory lock serializing asks (the bound on open requests)
+NO_DATA_ERROR = "the upstreams returned no prices and rankings for this minute"
+CANCELED_ERROR = "the run was canceled"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Status(StrEnum):
+    REQUESTED = "requested"
+    LAUNCHED = "launched"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+OPEN = (Status.REQUESTED, Status.LAUNCHED)
+# transition -> (the states it may start from, the state it leads to); None = no row yet.
+TRANSITIONS: dict[str, tuple[tuple[Status | None, ...], Status]] = {
+    "ask": ((None, Status.FAILED, Status.REQUESTED, Status.LAUNCHED), Status.REQUESTED),
+    "submit": ((Status.REQUESTED,), Status.REQUESTED),
+    "release": ((Status.REQUESTED,), Status.REQUESTED),
+    "launch": ((Status.REQUESTED,), Status.LAUNCHED),
+    "succeed": ((Status.REQUESTED, Status.LAUNCHED, Status.FAILED), Status.SUCCEEDED),
+    "fail": ((Status.LAUNCHED,), Status.FAILED),
+    "requeue": ((Status.LAUNCHED,), Status.REQUESTED),
+}
+
+
+def sources(transition: str) -> list[str]:
+    return [s.value for s in TRANSITIONS[transition][0] if s is not None]
+
+
+@dataclass(frozen=True)
+class BackfillRequest:
+    minute: datetime
+    status: str
+    requested_at: datetime
+    updated_at: datetime
+    run_id: str | None = None
+    error: str | None = None
+    attempts: int = 0
+    run_key: str | None = None
+    submitted_at: datetime | None = None
+    permanent: bool = False
+
+
+@dataclass(frozen=True)
+class RequestPolicy:
+    """How many requests may be open, and how failed or stuck ones get another attempt."""
+
+    max_pending: int = 1000
+    max_attempts: int = 5
+    backoff: timedelta = timedelta(minutes=1)  # doubled after each failed attempt
+    stuck_after: timedelta = timedelta(minutes=30)  # in flight this long: a new ask starts over
+
+    @classmethod
+    def from_settings(cls, settings) -> RequestPolicy:
+        """The policy the settings module describes (BACKFILL_* variables)."""
+        return cls(
+            max_pending=settings.backfill_max_pending,
+            max_attempts=settings.backfill_max_attempts,
+            backoff=timedelta(seconds=settings.backfill_retry_backoff_seconds),
+            stuck_after=timedelta(seconds=settings.backfill_stuck_after_seconds),
+        )
+
+    def next_attempt(self, request: BackfillRequest) -> datetime | None:
+        """For a failed request: from when asking again queues another attempt (the backoff
+        doubles with each attempt made); None once the attempts are used up, or not failed."""
+        if request.status != Status.FAILED or request.attempts >= self.max_attempts:
+            return None
+        return request.updated_at + self.backoff * 2 ** max(0, request.attempts - 1)
+
+
+class BackfillRequests:
+    """The transitions, each one statement on the warehouse."""
+
+    def __init__(self, engine: Engine, writer: Engine) -> None:
+        self.engine, self.writer = engine, writer  # the writer takes SQLite's write lock at BEGIN
+        self._ask_lock = threading.Lock()
+
+    # --- reads ----------------------------------------------------------------------------
+    def get(self, minute: datetime) -> BackfillRequest | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(backfill_requests).where(backfill_requests.c.minute == minute)).first()
+        return BackfillRequest(**row._mapping) if row else None
+
+    def count(self, statuses: Iterable[str]) -> int:
+        query = select(func.count()).where(backfill_requests.c.status.in_(list(statuses)))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def due(self, limit: int) -> list[BackfillRequest]:
+        """Requested minutes no run key has been handed out for yet, oldest minute first."""
+        query = (
+            select(backfill_requests)
+            .where(backfill_requests.c.status == Status.REQUESTED, backfill_requests.c.run_key.is_(None))
+            .order_by(backfill_requests.c.minute)
+            .limit(limit)
+        )
+        return self._rows(query)
+
+    def in_flight(self) -> list[BackfillRequest]:
+        """Requests waiting on Dagster: submitted (a run key, no run yet) or launched."""
+        submitted = and_(backfill_requests.c.status == Status.REQUESTED, backfill_requests.c.run_key.is_not(None))
+        return self._rows(
+            select(backfill_requests).where(or_(backfill_requests.c.status == Status.LAUNCHED, submitted))
+        )
+
+    def _rows(self, query) -> list[BackfillRequest]:
+        with self.engine.connect() as conn:
+            return [BackfillRequest(**row._mapping) for row in conn.execute(query)]
+
+    # --- transitions ------------------------------------------------------------------------
+    def ask(self, minute: datetime, policy: RequestPolicy, now: datetime | None = None) -> BackfillRequest | None:
+        """The request for `minute` after someone asked for it: new, re-queued (a failed one past
+        its backoff with attempts left, or a stuck one), or as it was. None when `max_pending`
+        requests are already open. Serialized (an advisory lock on Postgres, a process lock
+        besides), so a burst never overshoots the bound."""
+        now = now or utcnow()
+        with self._ask_lock, self.writer.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(LOCK_KEY)))
+            row = conn.execute(select(backfill_requests).where(backfill_requests.c.minute == minute)).first()
+            current = BackfillRequest(**row._mapping) if row else None
+            if current is not None and not self._may_start_over(current, policy, now):
+                return current
+            if current is None or current.status == Status.FAILED:  # it will count as open again
+                open_now = conn.execute(select(func.count()).where(backfill_requests.c.status.in_(OPEN))).scalar()
+                if open_now >= policy.max_pending:
+                    return None
+            fresh = BackfillRequest(
+                minute,
+                Status.REQUESTED,
+                current.requested_at if current else now,
+                now,
+                attempts=current.attempts if current else 0,
+            )
+            if current is None:
+                conn.execute(insert(backfill_requests).values(**vars(fresh)))
+            else:
+                conn.execute(
+                    update(backfill_requests)
+                    .where(backfill_requests.c.minute == minute, backfill_requests.c.status.in_(sources("ask")))
+                    .values(**{k: v for k, v in vars(fresh).items() if k not in ("minute", "requested_at")})
+                )
+            return fresh
+
+    @staticmethod
+    def _may_start_over(request: BackfillRequest, policy: RequestPolicy, now: datetime) -> bool:
+        if request.status == Status.FAILED:
+            return (when := policy.next_attempt(request)) is not None and when <= now
+        in_flight_since = request.submitted_at if request.status == Status.REQUESTED else request.updated_at
+        stuck = in_flight_since is not None and now - in_flight_since >= policy.stuck_after
+        return request.status in OPEN and stuck
+
+    def submit(self, first: datetime, last: datetime, run_key: str, now: datetime | None = None) -> int:
+        """Hand the due minutes first..last to Dagster under `run_key`; they stay `requested`."""
+        return self._move(
+            "submit",
+            backfill_requests.c.minute.between(first, last) & backfill_requests.c.run_key.is_(None),
+            run_key=run_key,
+            submitted_at=now or utcnow(),
+        )
+
+    def release(self, run_key: str) -> int:
+        """Dagster never created a run for `run_key` (creation failed, or the key was a duplicate)."""
+        return self._move("release", backfill_requests.c.run_key == run_key, run_key=None, submitted_at=None)
+
+    def launch(self, run_key: str, run_id: str) -> int:
+        """Dagster created the run: the request holds its real run id, and one more attempt is made."""
+        return self._move(
+            "launch", backfill_requests.c.run_key == run_key, run_id=run_id, attempts=backfill_requests.c.attempts + 1
+        )
+
+    def requeue(self, run_key: str) -> int:
+        """The run's record is gone (deleted or pruned) before it settled: launch it anew."""
+        return self._move(
+            "requeue", backfill_requests.c.run_key == run_key, run_key=None, submitted_at=None, run_id=None
+        )
+
+    def fail(self, run_key: str, error: str, permanent: bool, now: datetime | None = None) -> int:
+        """The run ended without storing these minutes (the backoff counts from now)."""
+        return self._move(
+            "fail", backfill_requests.c.run_key == run_key, now=now, error=error[:2000], permanent=permanent
+        )
+
+    def _move(self, transition: str, where, now: datetime | None = None, **values) -> int:
+        statement = (
+            update(backfill_requests)
+            .where(where, backfill_requests.c.status.in_(sources(transition)))
+            .values(status=TRANSITIONS[transition][1], updated_at=now or utcnow(), **values)
+        )
+        with self.writer.begin() as conn:
+            return conn.execute(statement).rowcount
+
+
+def settle(conn, start: datetime, end: datetime, run_id: str | None, unpublished: dict[datetime, str]) -> None:
+    """Inside the merge's transaction: `succeed` every unsettled request for a minute in
+    [start, end) that is now served, whatever its state (so /backfills never disagrees with
+    `/`); `fail` the launched ones it could not serve, with the reason (`unpublished`: minute ->
+    why the checks blocked it) or, without one, because there was no data."""
+    in_window = and_(backfill_requests.c.minute >= start, backfill_requests.c.minute < end)
+    served = backfill_requests.c.minute.in_(
+        select(snapshots.c.minute).where(snapshots.c.minute >= start, snapshots.c.minute < end)
+    )
+    now = utcnow()
+    conn.execute(
+        update(backfill_requests)
+        .where(in_window, served, backfill_requests.c.status.in_(sources("succeed")))
+        .values(
+            status=Status.SUCCEEDED,
+            updated_at=now,
+            run_id=run_id,
+            error=None,
+            permanent=False,
+            run_key=None,
+            submitted_at=None,
+        )  # fmt: skip
+    )
+    unserved = and_(in_window, backfill_requests.c.status.in_(sources("fail")))
+    fail = update(backfill_requests).values(status=Status.FAILED, updated_at=now, permanent=False)
+    for minute, error in unpublished.items():
+        conn.execute(fail.where(unserved, backfill_requests.c.minute == minute).values(error=error[:2000]))
+    conn.execute(fail.where(unserved).values(error=NO_DATA_ERROR))
