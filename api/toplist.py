@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ from starlette.concurrency import run_in_threadpool
 from api.problems import ProblemError, problem_responses
 from common.settings import Settings
 from warehouse.migrate import schema_problem
-from warehouse.store import BackfillRequest, Snapshot, Warehouse
+from warehouse.requests import BackfillRequest, RequestPolicy, Status
+from warehouse.store import Snapshot, Warehouse
 
 CSV_HEADER = ("Rank", "Symbol", "Price USD")
 
@@ -55,11 +57,20 @@ class Toplist(BaseModel):
 
 class BackfillStatus(BaseModel):
     minute: datetime
-    status: str = Field(description="requested | launched | succeeded | failed")
+    status: str = Field(description="requested | launched | succeeded | failed (see the README's lifecycle)")
+    detail: str = Field(description="What happens next, in words.")
     requested_at: datetime
     updated_at: datetime
-    run_id: str | None = None
+    run_id: str | None = Field(default=None, description="The Dagster run of the current attempt, once created.")
     error: str | None = None
+    permanent: bool = Field(
+        default=False, description="Failed for a reason a retry cannot fix (the upstream plan, an API key)."
+    )
+    attempts: int = Field(description="Runs made for this minute so far.")
+    max_attempts: int
+    next_attempt_at: datetime | None = Field(
+        default=None, description="Failed: from when asking for the minute again queues another attempt."
+    )
     snapshot_url: str | None = Field(default=None, description="Where the snapshot is served once it succeeded.")
 
 
@@ -264,6 +275,7 @@ class ToplistService:
 
     def __init__(self, settings: Settings, store: Warehouse) -> None:
         self.settings, self.store = settings, store
+        self.policy = RequestPolicy.from_settings(settings)
         self.tolerance = timedelta(minutes=settings.api_tolerance_minutes) + timedelta(minutes=1)
         self.bodies: LRUCache = LRUCache(maxsize=max(1, settings.api_cache_entries))
         self.resolved: TTLCache = TTLCache(maxsize=4096, ttl=1.0)  # a new snapshot may land any second
@@ -441,18 +453,43 @@ async def missing_snapshot(service: ToplistService, minute: datetime, is_now: bo
             f"No snapshot is stored near {minute_url(minute)}, and backfills reach back to HISTORY_START "
             f"({minute_url(settings.history_start)}) only.",
         )
-    existing, _ = await service.db(service.store.request_backfill, minute, settings.backfill_max_pending)
-    if existing is None:
+    request = await service.db(service.store.requests.ask, minute, service.policy)
+    if request is None:
         detail = f"{settings.backfill_max_pending} backfills are pending; try again later."
         raise ProblemError(429, "Too many backfill requests", detail, retry)
-    body = status_of(existing).model_dump_json().encode()
+    if (next_attempt := service.policy.next_attempt(request)) is not None:  # asking earlier changes nothing
+        wait = (next_attempt - datetime.now(UTC)).total_seconds()
+        retry["Retry-After"] = str(max(1, math.ceil(wait)))
+    body = status_of(request, service.policy).model_dump_json().encode()
     headers = {**retry, "Location": f"/backfills/{minute_url(minute)}", "Cache-Control": "no-store"}
     return Response(body, status_code=202, media_type="application/json", headers=headers)
 
 
-def status_of(request: BackfillRequest) -> BackfillStatus:
-    snapshot_url = f"/?datetime={minute_url(request.minute)}" if request.status == "succeeded" else None
-    return BackfillStatus(**vars(request), snapshot_url=snapshot_url)
+def next_step(request: BackfillRequest, policy: RequestPolicy) -> str:
+    attempt = f"attempt {request.attempts + 1} of {policy.max_attempts}"
+    if request.status == Status.REQUESTED:
+        return f"Waiting for a run ({attempt})."
+    if request.status == Status.LAUNCHED:
+        return f"Run {request.run_id} is storing this minute (attempt {request.attempts} of {policy.max_attempts})."
+    if request.status == Status.SUCCEEDED:
+        return "Stored: see snapshot_url."
+    cause = "It failed for a reason a retry cannot fix (see error): fix it, then ask" if request.permanent else "Ask"
+    if (next_attempt := policy.next_attempt(request)) is None:
+        return f"It failed; all {policy.max_attempts} attempts are used, none is left."
+    when = next_attempt.isoformat().replace("+00:00", "Z")
+    return f"{cause} for the minute again from {when} to queue {attempt}."
+
+
+def status_of(request: BackfillRequest, policy: RequestPolicy) -> BackfillStatus:
+    snapshot_url = f"/?datetime={minute_url(request.minute)}" if request.status == Status.SUCCEEDED else None
+    fields = {k: v for k, v in vars(request).items() if k not in ("run_key", "submitted_at")}
+    return BackfillStatus(
+        **fields,
+        detail=next_step(request, policy),
+        max_attempts=policy.max_attempts,
+        next_attempt_at=policy.next_attempt(request),
+        snapshot_url=snapshot_url,
+    )
 
 
 @router.get(
@@ -465,7 +502,7 @@ async def get_backfill(
     minute: Annotated[str, Path(max_length=64, description="The minute, e.g. 2026-11-27T12:05Z.")],
     service: Service,
 ) -> BackfillStatus:
-    request = await service.db(service.store.backfill_request, minute_of(parse_moment(minute)))
+    request = await service.db(service.store.requests.get, minute_of(parse_moment(minute)))
     if request is None:
         raise ProblemError(404, "Not found", f"No backfill was requested for {minute[:64]}.")
-    return status_of(request)
+    return status_of(request, service.policy)

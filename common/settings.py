@@ -113,6 +113,16 @@ class Settings(BaseSettings):
         default=120, ge=1, description="A range run works this many minutes at a time (bounded memory)."
     )
     backfill_max_runs_per_tick: int = Field(default=10, ge=1, description="Backfill runs the sensor starts per tick.")
+    backfill_max_gap_minutes: int = Field(
+        default=10, ge=0, description="Unrequested minutes between two requested ones that still share one run."
+    )
+    backfill_max_attempts: int = Field(default=5, ge=1, description="Runs a requested minute may get in all.")
+    backfill_retry_backoff_seconds: int = Field(
+        default=60, ge=0, description="Wait after a failed attempt before asking again queues another; doubles."
+    )
+    backfill_stuck_after_seconds: int = Field(
+        default=1800, ge=60, description="A request in flight this long starts over when asked again."
+    )
 
     # Logging: each service's dictConfig file; the LOG_* variables override what it says.
     api_log_config: Path = Field(default=Path("config/logging/api.yaml"), description="The API's logging file.")

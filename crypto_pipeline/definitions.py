@@ -23,7 +23,7 @@ from crypto_pipeline.resources.sources import SOURCES_DIR
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
 from crypto_pipeline.schedules import backfill_snapshots_job, every_minute, minute_snapshot_job
-from crypto_pipeline.sensors import backfill_failed_sensor, build_backfill_requests_sensor
+from crypto_pipeline.sensors import build_backfill_requests_sensor
 
 settings = get_settings()
 # A run worker (a child process of the code server) keeps no log file: Dagster keeps its lines
@@ -77,8 +77,8 @@ defs = dg.Definitions(
             database_url=settings.database_url,
             max_minutes_per_run=settings.backfill_max_minutes_per_run,
             max_runs_per_tick=settings.backfill_max_runs_per_tick,
+            max_gap_minutes=settings.backfill_max_gap_minutes,
         ),
-        backfill_failed_sensor,
     ],
     resources={
         "cmc": cmc,

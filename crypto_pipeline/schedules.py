@@ -12,10 +12,16 @@ from crypto_pipeline.partitions import MINUTE_FORMAT
 
 SNAPSHOT_ASSETS = dg.AssetSelection.assets(fetch_prices_and_rankings, top_assets)
 
+# The live minute goes first: the run queue dequeues higher priorities first, and the runs of
+# backfill requests have their own concurrency limit (dagster.yaml, the local instance), so a
+# minute's run never waits behind them past the live window.
+LIVE_PRIORITY = {"dagster/priority": "10"}
+
 minute_snapshot_job = dg.define_asset_job(
     "minute_snapshot",
     selection=SNAPSHOT_ASSETS,
     description="Fetch both upstreams concurrently for one minute, then merge: one lean run per minute.",
+    tags=LIVE_PRIORITY,
 )
 
 backfill_snapshots_job = dg.define_asset_job(

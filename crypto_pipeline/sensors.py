@@ -1,52 +1,122 @@
-"""Backfills on request: the API records missing minutes in `backfill_requests`; a sensor
-launches them and a run-status sensor reports failures back.
+"""Backfills on request: the API records missing minutes in `backfill_requests`; one sensor hands
+them to Dagster and follows them through Dagster's run records (the lifecycle itself is
+warehouse/requests.py).
 
-Adjacent requested minutes share one range run (range tags + the assets' single-run backfill
-policy), chunked so a run stays short. `run_key` makes a relaunch impossible even if a tick is
-evaluated twice; at most `max_runs_per_tick` runs start per tick, so a burst of requests
-never floods the run queue. Success needs no sensor: the merge that stores a minute settles
-its request in the same transaction (warehouse.store.Warehouse.merge_top_assets).
+Every tick (15 s):
+1. Reconcile what is in flight, by the run key each request carries (also a tag on its run).
+   A run with that key → `launched` with its real run id. The run ended without storing the
+   minute (failed before the merge, canceled, or succeeded without data) → `failed`, with the
+   error and whether a retry could fix it. No run a minute after the key was handed over
+   (creation failed, or Dagster dropped a duplicate key) → `requested` again, under a new key.
+   Launched but the run's record is gone (deleted, pruned) → `requested` again. Only Dagster's
+   records and the warehouse are read, never memory, so a daemon restart changes nothing.
+2. Submit due minutes: nearby requested minutes share one range run (range tags and the assets'
+   single-run backfill policy), at most `max_minutes_per_run` long, `max_runs_per_tick` per
+   tick, each under a fresh `run_key`.
+
+Success needs no sensor: the merge that stores a minute settles its request in the same
+transaction. A tick with nothing open reads one table and never builds a DagsterInstance.
 """
 
+from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
 import dagster as dg
 
 from crypto_pipeline.partitions import MINUTE_FORMAT
-from crypto_pipeline.resources.warehouse import WarehouseResource, warehouse_for
+from crypto_pipeline.resources.warehouse import warehouse_for
 from crypto_pipeline.schedules import backfill_snapshots_job
+from warehouse.requests import CANCELED_ERROR, NO_DATA_ERROR, BackfillRequest, BackfillRequests, Status
 
+REQUEST_TAG = "crypto_toplist/backfill_request"  # its value: the run key the request was submitted under
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
-REQUEST_TAG = "crypto_toplist/backfill_request"
 # Every sensor tick costs the daemon and the code server CPU (measured: three sensors at 10 s
-# were 1.7 CPU-s a minute). Launching waits at most 15 s; a failure is reported within a minute.
+# were 1.7 CPU-s a minute). Launching waits at most 15 s.
 REQUEST_INTERVAL_SECONDS = 15
-STATUS_INTERVAL_SECONDS = 60
+# Dagster creates a sensor's runs right after the tick; a key still without a run after this
+# was never created (so a request is back to `requested` within two minutes).
+LAUNCH_GRACE = timedelta(seconds=60)
 
 
-def adjacent_ranges(minutes: Iterable[datetime], max_length: int) -> list[tuple[datetime, datetime]]:
-    """Sorted minutes grouped into runs of consecutive minutes, each at most `max_length` long."""
+def nearby_ranges(minutes: Iterable[datetime], max_length: int, max_gap: int = 0) -> list[tuple[datetime, datetime]]:
+    """Sorted minutes grouped into ranges at most `max_length` long, where up to `max_gap`
+    unrequested minutes may lie between two requested ones (a run's fixed cost is worth more
+    than the bookkeeping of a few extra partitions; upstream series are fetched once per range)."""
     ranges: list[tuple[datetime, datetime]] = []
     for minute in sorted(minutes):
         if ranges:
             first, last = ranges[-1]
-            if minute - last == timedelta(minutes=1) and (minute - first) < timedelta(minutes=max_length):
+            if minute - last <= timedelta(minutes=max_gap + 1) and minute - first < timedelta(minutes=max_length):
                 ranges[-1] = (first, minute)
                 continue
         ranges.append((minute, minute))
     return ranges
 
 
+def newest_runs(instance: dg.DagsterInstance, run_keys: Iterable[str]) -> dict[str, dg.DagsterRun]:
+    """The newest run carrying each request key (a run retry inherits its parent's tags)."""
+    newest: dict[str, dg.RunRecord] = {}
+    for record in instance.get_run_records(dg.RunsFilter(tags={REQUEST_TAG: sorted(run_keys)})):
+        key = record.dagster_run.tags[REQUEST_TAG]
+        if key not in newest or record.create_timestamp > newest[key].create_timestamp:
+            newest[key] = record
+    return {key: record.dagster_run for key, record in newest.items()}
+
+
+def outcome(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[str, bool] | None:
+    """(error, permanent) for a run that ended; None while it may still store its minutes.
+
+    A run that succeeded stored what it could: its requests were settled by the merge, any left
+    had no data. A failed run awaiting its automatic retry is not over yet."""
+    if not run.is_finished or run.is_complete_and_waiting_to_retry:
+        return None
+    if run.status == dg.DagsterRunStatus.SUCCESS:
+        return NO_DATA_ERROR, False
+    if run.status == dg.DagsterRunStatus.CANCELED:
+        return CANCELED_ERROR, False
+    events = instance.all_logs(run.run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE})
+    steps = [e.dagster_event.step_failure_data for e in events if e.dagster_event.is_step_failure]
+    messages = [step.error.message.strip() for step in steps if step.error] or [
+        e.dagster_event.message or "the run failed" for e in events if e.dagster_event.is_run_failure
+    ]
+    permanent = any(
+        step.user_failure_data and (flag := step.user_failure_data.metadata.get("permanent")) and flag.value
+        for step in steps
+    )
+    return "; ".join(messages) or "the run failed", bool(permanent)
+
+
+def reconcile(instance: dg.DagsterInstance, requests: BackfillRequests, in_flight: list[BackfillRequest]) -> int:
+    """Move the in-flight requests along from their runs' records; returns how many transitions ran."""
+    by_key: dict[str, list[BackfillRequest]] = defaultdict(list)
+    for request in in_flight:
+        by_key[request.run_key].append(request)
+    runs, now, moved = newest_runs(instance, by_key), datetime.now(UTC), 0
+    for key, waiting in by_key.items():
+        run = runs.get(key)
+        if run is None:
+            if any(r.status == Status.LAUNCHED for r in waiting):
+                moved += requests.requeue(key)
+            elif all(now - r.submitted_at >= LAUNCH_GRACE for r in waiting):
+                moved += requests.release(key)
+            continue
+        moved += requests.launch(key, run.run_id)
+        if ended := outcome(instance, run):
+            moved += requests.fail(key, *ended, now)
+    return moved
+
+
 def build_backfill_requests_sensor(
-    database_url: str, max_minutes_per_run: int, max_runs_per_tick: int
+    database_url: str, max_minutes_per_run: int, max_runs_per_tick: int, max_gap_minutes: int
 ) -> dg.SensorDefinition:
-    """The sensor that launches requested minutes, bound to a warehouse and its limits.
+    """The sensor that launches and reconciles requested minutes, bound to a warehouse and its limits.
 
     It takes the warehouse URL, not the warehouse resource: a sensor with resources makes the
     code server build a DagsterInstance on every tick (dagster-io/dagster#14345), ~60 ms of CPU
-    four times a minute, and this sensor needs nothing from the instance.
+    four times a minute. It touches `context.instance` only while a request is in flight.
     """
 
     @dg.sensor(
@@ -54,43 +124,25 @@ def build_backfill_requests_sensor(
         job=backfill_snapshots_job,
         minimum_interval_seconds=REQUEST_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Launches runs for the minutes the API could not serve (table backfill_requests).",
+        description="Launches runs for the minutes the API could not serve (table backfill_requests) "
+        "and follows them through Dagster's run records until each request ends.",
     )
     def backfill_requests_sensor(context: dg.SensorEvaluationContext):
-        store = warehouse_for(database_url)
-        pending = store.backfill_requests_with_status("requested", max_minutes_per_run * max_runs_per_tick)
-        requested = [r.minute for r in pending]
-        if not requested:
+        requests = warehouse_for(database_url).requests
+        if requests.count([Status.REQUESTED, Status.LAUNCHED]) == 0:
             return dg.SkipReason("no backfill requested")
+        if (in_flight := requests.in_flight()) and (moved := reconcile(context.instance, requests, in_flight)):
+            context.log.info("%d request update(s) from Dagster's run records", moved)
+        due = [r.minute for r in requests.due(max_minutes_per_run * max_runs_per_tick)]
         runs = []
-        for first, last in adjacent_ranges(requested, max_minutes_per_run)[:max_runs_per_tick]:
+        for first, last in nearby_ranges(due, max_minutes_per_run, max_gap_minutes)[:max_runs_per_tick]:
             start, end = first.strftime(MINUTE_FORMAT), last.strftime(MINUTE_FORMAT)
-            run_key = f"backfill-{start}...{end}"
-            store.set_backfill_status(first, last, "launched", run_id=run_key)
-            runs.append(dg.RunRequest(run_key=run_key, tags={RANGE_START: start, RANGE_END: end, REQUEST_TAG: "true"}))
-        context.log.info("launching %d run(s) for %d requested minute(s)", len(runs), len(requested))
+            run_key = f"backfill-{start}...{end}-{uuid4().hex[:8]}"  # fresh per attempt: never a duplicate
+            requests.submit(first, last, run_key)
+            runs.append(dg.RunRequest(run_key=run_key, tags={RANGE_START: start, RANGE_END: end, REQUEST_TAG: run_key}))
+        if not runs:
+            return dg.SkipReason("requested minutes are in flight")
+        context.log.info("launching %d run(s) for %d requested minute(s)", len(runs), len(due))
         return runs
 
     return backfill_requests_sensor
-
-
-def requested_range(run: dg.DagsterRun) -> tuple[datetime, datetime] | None:
-    """The minutes a request-launched run covers; None for a run launched by hand."""
-    if REQUEST_TAG not in run.tags:
-        return None
-    start = datetime.strptime(run.tags[RANGE_START] + "+0000", MINUTE_FORMAT + "%z")
-    end = datetime.strptime(run.tags[RANGE_END] + "+0000", MINUTE_FORMAT + "%z")
-    return start, end
-
-
-@dg.run_failure_sensor(
-    monitored_jobs=[backfill_snapshots_job],
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=STATUS_INTERVAL_SECONDS,
-    description="Marks the backfill requests of a failed run failed, with the error.",
-)
-def backfill_failed_sensor(context: dg.RunFailureSensorContext, warehouse: WarehouseResource):
-    if minutes := requested_range(context.dagster_run):
-        errors = [event.step_failure_data.error.message.strip() for event in context.get_step_failure_events()]
-        message = "; ".join(errors) or (context.failure_event.message or "the run failed")
-        warehouse.store.set_backfill_status(*minutes, "failed", run_id=context.dagster_run.run_id, error=message[:2000])

@@ -90,3 +90,29 @@ def test_workspace_yaml_loads():
     (origin,) = location_origins_from_yaml_paths([str(ROOT / "deploy" / "workspace.yaml")])
     assert origin.location_name == "crypto_pipeline"
     assert (origin.host, origin.port) == ("code-server", 4000)
+
+
+def test_live_minutes_come_first_in_both_instances(tmp_path, postgres_url, monkeypatch):
+    """Request-launched runs have their own concurrency limit and minute runs a higher priority,
+    in the production dagster.yaml and in the local instance `make run` writes."""
+    import dagster as dg
+
+    from crypto_pipeline.definitions import defs
+    from crypto_pipeline.sensors import REQUEST_TAG
+    from scripts.run_stack import LOCAL_INSTANCE
+
+    for variable, value in postgres_instance_env(postgres_url).items():
+        monkeypatch.setenv(variable, value)
+    (tmp_path / "production").mkdir()
+    shutil.copy(ROOT / "dagster.yaml", tmp_path / "production" / "dagster.yaml")
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "dagster.yaml").write_text(LOCAL_INSTANCE.read_text())
+    for home in ("production", "local"):
+        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / home))
+        with dg.DagsterInstance.from_config(str(tmp_path / home)) as instance:
+            queue = instance.get_concurrency_config().run_queue_config
+            limits = {limit["key"]: limit["limit"] for limit in queue.tag_concurrency_limits}
+            assert limits[REQUEST_TAG] < queue.max_concurrent_runs, home
+            assert instance.run_retries_enabled and not instance.run_retries_retry_on_asset_or_op_failure
+    assert int(defs.resolve_job_def("minute_snapshot").tags["dagster/priority"]) > 0
+    assert "dagster/priority" not in defs.resolve_job_def("backfill_snapshots").tags

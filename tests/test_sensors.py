@@ -1,4 +1,5 @@
-"""The backfill sensor: requested minutes become bounded, deduplicated range runs."""
+"""The backfill request sensor: requested minutes become bounded range runs, and every request is
+moved along from Dagster's run records (real records in a real instance, on both backends)."""
 
 from __future__ import annotations
 
@@ -9,59 +10,196 @@ import dagster as dg
 import pytest
 
 from common.settings import Settings
+from crypto_pipeline import sensors
 from crypto_pipeline.definitions import defs
-from crypto_pipeline.sensors import RANGE_END, RANGE_START, adjacent_ranges, build_backfill_requests_sensor
-from tests.api.conftest import ApiServer
+from crypto_pipeline.sensors import RANGE_END, RANGE_START, REQUEST_TAG, build_backfill_requests_sensor, nearby_ranges
+from tests.api.conftest import ApiServer, seed_snapshot
+from tests.assets.test_pipeline import ASSETS, resources
+from warehouse.requests import CANCELED_ERROR, NO_DATA_ERROR, RequestPolicy
 from warehouse.store import Warehouse
 
 BASE = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+POLICY = RequestPolicy(max_pending=1000, max_attempts=3, backoff=timedelta(0))  # ask again at once
 
 
 def minutes(*offsets: int) -> list[datetime]:
     return [BASE + timedelta(minutes=o) for o in offsets]
 
 
-def test_adjacent_minutes_share_a_range_up_to_the_chunk_size():
-    assert adjacent_ranges(minutes(5, 0, 1, 2, 7, 8), 10) == [
+def test_nearby_minutes_share_a_range_up_to_the_chunk_size():
+    assert nearby_ranges(minutes(5, 0, 1, 2, 7, 8), 10) == [
         (BASE, BASE + timedelta(minutes=2)),
         (BASE + timedelta(minutes=5), BASE + timedelta(minutes=5)),
         (BASE + timedelta(minutes=7), BASE + timedelta(minutes=8)),
     ]
-    assert adjacent_ranges(minutes(*range(5)), 2) == [
+    assert nearby_ranges(minutes(*range(5)), 2) == [
         (BASE, BASE + timedelta(minutes=1)),
         (BASE + timedelta(minutes=2), BASE + timedelta(minutes=3)),
         (BASE + timedelta(minutes=4), BASE + timedelta(minutes=4)),
     ]
+    # up to two unrequested minutes in between: one run, minutes 0..8
+    assert nearby_ranges(minutes(5, 0, 2, 8), 10, max_gap=2) == [(BASE, BASE + timedelta(minutes=8))]
+    assert nearby_ranges(minutes(0, 4), 10, max_gap=2) == [(BASE, BASE), (BASE + timedelta(minutes=4),) * 2]
 
 
-def evaluate(database_url: str, max_minutes_per_run: int = 120, max_runs_per_tick: int = 10) -> dg.SensorResult:
-    sensor = build_backfill_requests_sensor(database_url, max_minutes_per_run, max_runs_per_tick)
-    with dg.instance_for_test() as instance:
-        return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+def tick(database_url: str, instance: dg.DagsterInstance, max_runs_per_tick: int = 10, max_gap_minutes: int = 0):
+    sensor = build_backfill_requests_sensor(database_url, 120, max_runs_per_tick, max_gap_minutes)
+    return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+
+
+@pytest.fixture(autouse=True)
+def resource_keys(monkeypatch):
+    """Creating a run resolves the job's resource config: the key EnvVars must be set (never used)."""
+    monkeypatch.setenv("CMC_API_KEY", "unused")
+    monkeypatch.setenv("CRYPTOCOMPARE_API_KEY", "unused")
+
+
+def create_run(instance: dg.DagsterInstance, request: dg.RunRequest, **run) -> dg.DagsterRun:
+    """What the daemon makes of a RunRequest: a run of backfill_snapshots with its tags and key."""
+    job = defs.resolve_job_def("backfill_snapshots")
+    tags = {**request.tags, "dagster/run_key": request.run_key, **run.pop("tags", {})}
+    return instance.create_run_for_job(job, tags=tags, status=run.pop("status", dg.DagsterRunStatus.NOT_STARTED), **run)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_idle_tick_builds_no_dagster_instance(database_url):
     """The daemon hands the code server an instance ref; building the instance from it costs
-    ~60 ms of CPU, four times a minute, so a tick with nothing requested must not."""
-    sensor = build_backfill_requests_sensor(database_url, max_minutes_per_run=120, max_runs_per_tick=10)
+    ~60 ms of CPU, four times a minute, so a tick with nothing open must not."""
+    Warehouse(database_url).requests.ask(BASE, POLICY)
+    seed_snapshot(Warehouse(database_url), BASE)  # a settled request is not open
+    sensor = build_backfill_requests_sensor(database_url, 120, 10, 0)
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs)
         assert sensor.evaluate_tick(context).skip_message == "no backfill requested"
         assert context._instance is None  # noqa: SLF001 - no public way to ask whether it was built
 
 
-@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
-def test_sensor_launches_each_range_once_and_marks_it(database_url):
+def test_sensor_launches_each_range_once_and_only_a_real_run_launches_it(database_url, dagster_instance):
     store = Warehouse(database_url)
     for minute in minutes(0, 1, 2, 10):
-        store.request_backfill(minute, max_pending=100)
-    result = evaluate(database_url)
+        store.requests.ask(minute, POLICY)
+    result = tick(database_url, dagster_instance)
     tags = sorted((r.tags[RANGE_START], r.tags[RANGE_END]) for r in result.run_requests)
     assert tags == [("2026-11-20-12:00", "2026-11-20-12:02"), ("2026-11-20-12:10", "2026-11-20-12:10")]
-    assert all(r.run_key.startswith("backfill-") for r in result.run_requests)
-    assert {store.backfill_request(m).status for m in minutes(0, 1, 2, 10)} == {"launched"}
-    assert evaluate(database_url).run_requests == []  # nothing requested any more
+    assert all(r.tags[REQUEST_TAG] == r.run_key and r.run_key.startswith("backfill-") for r in result.run_requests)
+    assert {store.requests.get(m).status for m in minutes(0, 1, 2, 10)} == {"requested"}  # no run yet
+    assert tick(database_url, dagster_instance).run_requests == []  # handed over: never twice
+
+    first = next(r for r in result.run_requests if r.tags[RANGE_START] == "2026-11-20-12:00")
+    run = create_run(dagster_instance, first)
+    tick(database_url, dagster_instance)
+    launched = [store.requests.get(m) for m in minutes(0, 1, 2)]
+    assert {(r.status, r.run_id, r.attempts) for r in launched} == {("launched", run.run_id, 1)}
+    assert store.requests.get(BASE + timedelta(minutes=10)).status == "requested"
+
+
+def test_a_canceled_run_fails_its_requests_and_asking_again_relaunches(database_url, dagster_instance):
+    store = Warehouse(database_url)
+    store.requests.ask(BASE, POLICY)
+    (request,) = tick(database_url, dagster_instance).run_requests
+    run = create_run(dagster_instance, request)
+    tick(database_url, dagster_instance)
+    dagster_instance.report_run_canceled(run)
+    tick(database_url, dagster_instance)
+    canceled = store.requests.get(BASE)
+    assert (canceled.status, canceled.error, canceled.permanent) == ("failed", CANCELED_ERROR, False)
+    assert POLICY.next_attempt(canceled) is not None
+
+    assert store.requests.ask(BASE, POLICY).status == "requested"  # the backoff (0 here) has passed
+    (again,) = tick(database_url, dagster_instance).run_requests
+    assert again.run_key != request.run_key  # its own key: Dagster cannot drop it as a duplicate
+
+
+def test_a_run_that_was_never_created_is_released_and_resubmitted(database_url, dagster_instance, monkeypatch):
+    """Run creation failed, or Dagster dropped the request as a duplicate run key: no run ever
+    carries the key. After the grace the minute is requested again, under a new key."""
+    store = Warehouse(database_url)
+    store.requests.ask(BASE, POLICY)
+    (request,) = tick(database_url, dagster_instance).run_requests
+    assert tick(database_url, dagster_instance).run_requests == []  # within the grace: wait
+    monkeypatch.setattr(sensors, "LAUNCH_GRACE", timedelta(0))
+    (again,) = tick(database_url, dagster_instance).run_requests
+    assert again.run_key != request.run_key
+    assert (store.requests.get(BASE).status, store.requests.get(BASE).attempts) == ("requested", 0)
+
+
+def test_a_duplicate_run_key_follows_the_run_that_holds_it(database_url, dagster_instance):
+    """If a run already holds the key (Dagster then drops the new request), that run's record
+    decides: here it had ended without storing the minute, so the request fails instead of
+    waiting forever, and asking again gets a fresh key."""
+    store = Warehouse(database_url)
+    store.requests.ask(BASE, POLICY)
+    (request,) = tick(database_url, dagster_instance).run_requests
+    older = create_run(dagster_instance, request, status=dg.DagsterRunStatus.SUCCESS)
+    tick(database_url, dagster_instance)
+    failed = store.requests.get(BASE)
+    assert (failed.status, failed.run_id, failed.error) == ("failed", older.run_id, NO_DATA_ERROR)
+    store.requests.ask(BASE, POLICY)
+    (again,) = tick(database_url, dagster_instance).run_requests
+    assert again.run_key != request.run_key
+
+
+def test_a_run_awaiting_its_retry_is_not_over_and_the_retry_settles_it(database_url, dagster_instance):
+    store = Warehouse(database_url)
+    store.requests.ask(BASE, POLICY)
+    (request,) = tick(database_url, dagster_instance).run_requests
+    crashed = create_run(dagster_instance, request, tags={"dagster/will_retry": "true"})
+    dagster_instance.report_run_failed(crashed, "run worker crashed")
+    tick(database_url, dagster_instance)
+    assert store.requests.get(BASE).status == "launched"  # the run retry is coming
+    retry = create_run(dagster_instance, request, status=dg.DagsterRunStatus.STARTED)
+    seed_snapshot(store, BASE)  # the retry's merge stores the minute
+    tick(database_url, dagster_instance)
+    assert store.requests.get(BASE).status == "succeeded"
+    dagster_instance.report_run_failed(retry, "failed after its merge")
+    tick(database_url, dagster_instance)
+    assert store.requests.get(BASE).status == "succeeded"  # /backfills keeps agreeing with /
+
+
+def test_a_launched_request_whose_run_was_deleted_is_requested_again(database_url, dagster_instance):
+    """Run pruning may delete records: a request never waits on a run that no longer exists."""
+    store = Warehouse(database_url)
+    store.requests.ask(BASE, POLICY)
+    (request,) = tick(database_url, dagster_instance).run_requests
+    run = create_run(dagster_instance, request)
+    tick(database_url, dagster_instance)
+    dagster_instance.delete_run(run.run_id)
+    (again,) = tick(database_url, dagster_instance).run_requests
+    assert again.run_key != request.run_key
+    assert (store.requests.get(BASE).status, store.requests.get(BASE).run_id) == ("requested", None)
+
+
+def test_a_plan_refusal_is_permanent_and_asking_after_the_fix_recovers(database_url, dagster_instance, emulator):
+    """The issue's report: a minute refused by the CMC plan, asked again after the plan was
+    fixed, must be fetched. Both runs are real runs of the pipeline against the emulator."""
+    store = Warehouse(database_url)
+    minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+
+    def execute(request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            ASSETS,
+            tags={**request.tags, "dagster/run_key": request.run_key},
+            resources=resources(emulator.url, database_url),
+            instance=dagster_instance,
+            raise_on_error=False,
+        )
+
+    store.requests.ask(minute, POLICY)
+    emulator.set_plan("basic")
+    (refused,) = tick(database_url, dagster_instance).run_requests
+    assert not execute(refused).success
+    tick(database_url, dagster_instance)
+    failed = store.requests.get(minute)
+    assert (failed.status, failed.permanent, failed.attempts) == ("failed", True, 1)
+    assert "1006" in failed.error
+
+    emulator.set_plan("standard")
+    assert store.requests.ask(minute, POLICY).status == "requested"
+    (fixed,) = tick(database_url, dagster_instance).run_requests
+    result = execute(fixed)
+    assert result.success
+    settled = store.requests.get(minute)
+    assert (settled.status, settled.run_id, settled.permanent) == ("succeeded", result.run_id, False)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -70,15 +208,15 @@ def test_a_burst_of_10000_requests_never_exceeds_the_bound(database_url):
     store = Warehouse(database_url)
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=15)  # 10,000 x 2 min = ~14 days
     settings = Settings(database_url=database_url, history_start=start - timedelta(days=1), backfill_max_pending=bound)
-    # Every other minute: distinct requests that cannot share ranges, the worst case for runs.
+    # Every other minute: distinct requests that cannot share ranges (no gap allowed), the worst case for runs.
     targets = [(start + timedelta(minutes=2 * i)).strftime("%Y-%m-%dT%H:%MZ") for i in range(10_000)]
     with ApiServer(settings) as server, ThreadPoolExecutor(16) as pool:
         statuses = list(pool.map(lambda t: server.get("/", params={"datetime": t}).status_code, targets))
     assert statuses.count(202) == bound and statuses.count(429) == 10_000 - bound
-    recorded = store.count_backfill_requests(["requested"])
-    assert recorded == bound
+    assert store.requests.count(["requested"]) == bound
     runs, ticks = 0, 0
-    while (result := evaluate(database_url, max_runs_per_tick=50)).run_requests:
-        assert len(result.run_requests) <= 50
-        runs, ticks = runs + len(result.run_requests), ticks + 1
+    with dg.instance_for_test() as instance:
+        while (result := tick(database_url, instance, max_runs_per_tick=50)).run_requests:
+            assert len(result.run_requests) <= 50
+            runs, ticks = runs + len(result.run_requests), ticks + 1
     assert runs == bound and ticks == bound // 50

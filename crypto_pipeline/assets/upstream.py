@@ -341,6 +341,7 @@ def fetch_prices_and_rankings(
         raise dg.Failure(
             description="; ".join(f"{key.to_user_string()}: {error}" for key, error in failures),
             allow_retries=transient,
+            metadata={"permanent": not transient},  # read back by the request sensor (a plan, a key)
         )
 
 

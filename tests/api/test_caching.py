@@ -82,7 +82,7 @@ def test_stored_minutes_before_history_start_are_served_and_only_new_backfills_a
         missing = server.get("/", params={"datetime": iso(stored - timedelta(hours=1))})
     assert served.status_code == 200 and served.json()["snapshot_time"] == iso(stored)
     assert missing.status_code == 404 and "HISTORY_START" in missing.json()["detail"]
-    assert store.count_backfill_requests(["requested"]) == 0
+    assert store.requests.count(["requested"]) == 0
 
 
 def test_now_resolved_just_before_a_minute_boundary_is_not_cached_into_the_next(api, store, monkeypatch):
@@ -102,3 +102,4 @@ def test_now_resolved_just_before_a_minute_boundary_is_not_cached_into_the_next(
         response = server.get("/", params={"limit": 5})
     assert response.status_code == 200 and response.headers["x-snapshot-time"] == iso(minute)
     assert response.headers["cache-control"] == "public, no-cache"
+    assert store.requests.count(["requested"]) == 0

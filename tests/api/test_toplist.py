@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
 from api.toplist import render
 from tests.api.conftest import MARKET, seed_snapshot, store_upstream, this_minute
+from warehouse.requests import RequestPolicy
 from warehouse.store import Snapshot
 
 
@@ -113,8 +114,30 @@ def test_missing_minute_requests_one_backfill_and_reports_its_status(api, store)
     assert first.headers["location"] == "/backfills/" + minute.strftime("%Y-%m-%dT%H:%MZ")
     assert int(first.headers["retry-after"]) > 0
     assert status.status_code == 200 and status.json()["status"] == "requested"
-    assert store.count_backfill_requests(["requested"]) == 1
+    assert store.requests.count(["requested"]) == 1
     assert unknown.status_code == 404 and unknown.headers["content-type"] == "application/problem+json"
+
+
+def test_a_failed_backfill_says_why_and_when_asking_again_queues_another_attempt(api, store):
+    minute = this_minute() - timedelta(hours=3)
+    with api(backfill_retry_backoff_seconds=120, backfill_max_attempts=2) as server:
+        first = server.get("/", params={"datetime": iso(minute)})
+        store.requests.submit(minute, minute, "key-1")
+        store.requests.launch("key-1", "run-1")
+        policy = RequestPolicy(max_attempts=2, backoff=timedelta(seconds=120))
+        store.requests.fail("key-1", "coinmarketcap: plan has no historical data (CMC error 1006)", True)
+        refused = server.get("/", params={"datetime": iso(minute)})
+        status = server.get(first.headers["location"]).json()
+        # after the backoff, asking again queues attempt 2 of 2
+        store.requests.ask(minute, policy, datetime.now(UTC) + timedelta(seconds=121))
+        again = server.get(first.headers["location"]).json()
+    assert refused.status_code == 202 and 110 <= int(refused.headers["retry-after"]) <= 120
+    body = refused.json()
+    assert (body["status"], body["permanent"], body["attempts"], body["max_attempts"]) == ("failed", True, 1, 2)
+    assert "1006" in body["error"] and "cannot fix" in body["detail"] and body["next_attempt_at"]
+    assert status == body
+    assert (again["status"], again["attempts"], again["error"], again["run_id"]) == ("requested", 1, None, None)
+    assert "attempt 2 of 2" in again["detail"]
 
 
 def test_pending_backfills_are_bounded(api, store):
@@ -124,7 +147,7 @@ def test_pending_backfills_are_bounded(api, store):
     assert [a.status_code for a in answers] == [202, 202, 429, 429]
     assert answers[2].headers["content-type"] == "application/problem+json" and "pending" in answers[2].json()["detail"]
     assert answers[2].headers["retry-after"]
-    assert store.count_backfill_requests(["requested"]) == 2
+    assert store.requests.count(["requested"]) == 2
 
 
 @pytest.mark.parametrize(

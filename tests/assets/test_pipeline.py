@@ -17,6 +17,7 @@ from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
 from emulator.market import Market
+from warehouse.requests import RequestPolicy
 from warehouse.schema import fetches, prices, rankings, snapshots
 from warehouse.store import Warehouse
 
@@ -114,9 +115,9 @@ def test_past_minute_rerun_is_identical_and_matches_emulator_history(materialize
     materialize(this_minute())  # a stored ranking to draw candidates from
     past = this_minute() - timedelta(hours=3)
     store = Warehouse(database_url)
-    store.request_backfill(past, max_pending=10)
+    store.requests.ask(past, RequestPolicy())
     result = materialize(past)
-    request = store.backfill_request(past)  # settled by the run that stored the minute
+    request = store.requests.get(past)  # settled by the run that stored the minute
     assert (request.status, request.run_id) == ("succeeded", result.run_id)
     first = store.snapshot_rows(past, 200)
     materialize(past)
@@ -138,8 +139,9 @@ def test_past_minute_rerun_is_identical_and_matches_emulator_history(materialize
 def test_a_minute_failing_a_blocking_check_is_not_published(materialize, emulator, database_url):
     minute = this_minute()
     store = Warehouse(database_url)
-    store.request_backfill(minute, max_pending=10)
-    store.set_backfill_status(minute, minute, "launched", run_id="earlier")
+    store.requests.ask(minute, RequestPolicy())
+    store.requests.submit(minute, minute, "key-1")
+    store.requests.launch("key-1", "earlier")
     # 250 rows required of 250 ranked: the assets CryptoCompare knows no CMC id for make it fail.
     result = materialize(minute, raise_on_error=False, depth=250, row_count_threshold=1.0)
     assert not result.success
@@ -152,7 +154,7 @@ def test_a_minute_failing_a_blocking_check_is_not_published(materialize, emulato
     assert not [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("top_assets")]
     assert rows(store, snapshots, minute) == [] and store.snapshot_rows(minute, 200) == []
     assert len(rows(store, rankings, minute)) == 250  # the upstream data is kept for a re-run
-    request = store.backfill_request(minute)
+    request = store.requests.get(minute)
     assert request.status == "failed" and "row_count" in request.error
 
 
