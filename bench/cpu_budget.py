@@ -195,38 +195,56 @@ def baseline(minutes: float, warmup: float, port: int) -> Phase:
             stack.stop()
 
 
+class LagProbe:
+    """Publication lag: how long after a minute's start `GET /` first serves that minute.
+
+    Call `poll()` about once a second; once the current minute is served it stays quiet until
+    the next one, so the probe costs the stack almost nothing."""
+
+    def __init__(self, api_url: str) -> None:
+        self.lags: dict[str, float] = {}
+        self.client = httpx.Client(base_url=api_url, timeout=5)
+
+    def poll(self) -> None:
+        current = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:00Z")
+        if current in self.lags:
+            return  # this minute is served; wait for the next one
+        try:
+            response = self.client.get("/", params={"limit": 1})
+        except httpx.TransportError:
+            return
+        minute = response.headers.get("x-snapshot-time")
+        if response.status_code == 200 and minute and minute not in self.lags:
+            start = datetime.fromisoformat(minute.replace("Z", "+00:00"))
+            self.lags[minute] = (datetime.now(UTC) - start).total_seconds()
+
+    def since(self, count: int) -> list[float]:
+        """The lags recorded after the first `count` ones."""
+        return list(self.lags.values())[count:]
+
+
+def emulated_stack(data: str, api_port: int, dagster_port: int, emulator_port: int) -> Stack:
+    """The stack as `make run` starts it, on the emulator, with SQLite under `data`."""
+    base = {k: v for k, v in os.environ.items() if k not in ("CMC_API_KEY", "CRYPTOCOMPARE_API_KEY")}
+    base.update(DATABASE_URL=f"sqlite:///{data}/warehouse.db", DAGSTER_HOME=f"{data}/dagster",
+                EMULATOR_URL=f"http://127.0.0.1:{emulator_port}")  # fmt: skip
+    env, _ = stack_environment(base)
+    return Stack(env, with_emulator=True, api_port=api_port, dagster_port=dagster_port, quiet=True)
+
+
 def real_stack(minutes: float, warmup: float) -> Phase:
     with tempfile.TemporaryDirectory() as data:
-        base = {k: v for k, v in os.environ.items() if k not in ("CMC_API_KEY", "CRYPTOCOMPARE_API_KEY")}
-        base.update(DATABASE_URL=f"sqlite:///{data}/warehouse.db", DAGSTER_HOME=f"{data}/dagster",
-                    EMULATOR_URL="http://127.0.0.1:18765")  # fmt: skip
-        env, _ = stack_environment(base)
-        stack = Stack(env, with_emulator=True, api_port=16667, dagster_port=13000, quiet=True)
-        lags: dict[str, float] = {}
-        client = httpx.Client(base_url="http://127.0.0.1:16667", timeout=5)
-
-        def poll() -> None:
-            current = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:00Z")
-            if current in lags:
-                return  # this minute is served; wait for the next one
-            try:
-                response = client.get("/", params={"limit": 1})
-            except httpx.TransportError:
-                return
-            minute = response.headers.get("x-snapshot-time")
-            if response.status_code == 200 and minute and minute not in lags:
-                start = datetime.fromisoformat(minute.replace("Z", "+00:00"))
-                lags[minute] = (datetime.now(UTC) - start).total_seconds()
-
+        stack = emulated_stack(data, api_port=16667, dagster_port=13000, emulator_port=18765)
+        probe = LagProbe("http://127.0.0.1:16667")
         try:
             stack.start()
-            measure(warmup, on_tick=poll)
-            first_measured = len(lags)
-            phase = measure(minutes * 60, stack, poll)
-            phase.lags = list(lags.values())[first_measured:]
+            measure(warmup, on_tick=probe.poll)
+            first_measured = len(probe.lags)
+            phase = measure(minutes * 60, stack, probe.poll)
+            phase.lags = probe.since(first_measured)
             return phase
         finally:
-            client.close()
+            probe.client.close()
             stack.stop()
 
 

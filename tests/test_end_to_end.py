@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -39,7 +40,7 @@ def stack(emulator, database_url, tmp_path):
     home = tmp_path / "dagster"
     home.mkdir()
     env.update(DATABASE_URL=database_url, DAGSTER_HOME=str(home), EMULATOR_URL=emulator.url,
-               BACKFILL_MAX_MINUTES_PER_RUN="30", LOG_CONSOLE="false")  # fmt: skip
+               BACKFILL_MAX_MINUTES_PER_RUN="30", BACKFILL_RETRY_BACKOFF_SECONDS="0", LOG_CONSOLE="false")  # fmt: skip
     if database_url.startswith("postgresql"):
         shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")  # the production instance, on Postgres
         env.update(postgres_instance_env(database_url))
@@ -78,4 +79,63 @@ def test_a_past_minute_is_backfilled_on_request(stack, emulator, database_url):
     location = httpx.get(api + "/", params={"datetime": refused}, timeout=10).headers["location"]
     failed = poll_status(api, location, {"succeeded", "failed"})
     assert failed["status"] == "failed" and "1006" in failed["error"] and "plan" in failed["error"]
+    assert failed["permanent"] and failed["attempts"] == 1
     assert Warehouse(database_url).snapshot_at_or_before(minute, timedelta(minutes=1)) is not None
+
+    # The plan is fixed: asking again queues a new attempt under a new run key, and it is served.
+    emulator.set_plan("standard")
+    again = httpx.get(api + "/", params={"datetime": refused}, timeout=10)
+    assert again.status_code == 202 and again.json()["status"] == "requested"
+    recovered = poll_status(api, location, {"succeeded", "failed"})
+    assert recovered["status"] == "succeeded" and recovered["attempts"] == 2 and recovered["run_id"] != failed["run_id"]
+    assert httpx.get(api + "/", params={"datetime": refused}, timeout=10).status_code == 200
+
+
+def request_runs(home) -> list:
+    """The Dagster runs launched for backfill requests, from the instance's own records."""
+    import dagster as dg
+
+    from crypto_pipeline.sensors import REQUEST_TAG
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        return [r for r in instance.get_runs() if REQUEST_TAG in r.tags]
+
+
+def test_no_request_is_left_open_across_a_daemon_restart(stack, database_url, tmp_path, monkeypatch):
+    """Requests in flight while `dagster dev` (daemon, code server, webserver) is stopped and
+    started again: once every request run has ended, no request stays open."""
+    api = f"http://127.0.0.1:{stack.api_port}"
+    if database_url.startswith("postgresql"):  # to read the Dagster instance the stack uses
+        for variable, value in postgres_instance_env(database_url).items():
+            monkeypatch.setenv(variable, value)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    asked = [now - timedelta(hours=hours, minutes=m) for hours in (2, 4, 6) for m in (0, 1)]  # three ranges
+    for minute in asked:
+        answer = httpx.get(api + "/", params={"datetime": minute.strftime("%Y-%m-%dT%H:%MZ")}, timeout=10)
+        assert answer.status_code == 202
+    store = Warehouse(database_url)
+    deadline = time.monotonic() + 180
+    while store.requests.count(["launched"]) == 0:  # a real run exists for at least one
+        assert time.monotonic() < deadline, "nothing was launched"
+        time.sleep(1)
+
+    dagster = next(p for p in stack.processes if "dagster" in p.args)
+    os.killpg(dagster.pid, signal.SIGINT)
+    dagster.wait(120)
+    stack.processes.remove(dagster)
+    stack.spawn(*dagster.args)
+
+    deadline = time.monotonic() + 420
+    while runs := request_runs(tmp_path / "dagster"):
+        if all(run.is_finished and not run.is_complete_and_waiting_to_retry for run in runs):
+            break
+        assert time.monotonic() < deadline, [(r.run_id, r.status) for r in runs]
+        time.sleep(5)
+    ended = time.monotonic()
+    while store.requests.count(["requested", "launched"]):  # reconciled within two minutes
+        assert time.monotonic() - ended < 120, [store.requests.get(m) for m in asked]
+        time.sleep(2)
+    statuses = {store.requests.get(m).status for m in asked}
+    assert statuses <= {"succeeded", "failed"}
+    assert all(httpx.get(api + "/", params={"datetime": m.strftime("%Y-%m-%dT%H:%MZ")}, timeout=10).status_code
+               == (200 if store.requests.get(m).status == "succeeded" else 202) for m in asked)  # fmt: skip
