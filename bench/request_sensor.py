@@ -1,0 +1,74 @@
+"""CPU of one tick of the backfill request sensor: idle, and reconciling requests in flight.
+
+    .venv/bin/python -m bench.request_sensor
+
+Each tick is evaluated as the code server does it: a fresh context from an instance *ref*, so a
+tick that touches `context.instance` pays for building the DagsterInstance, as in production.
+Phases: (1) idle (nothing open: one query, no instance), (2) `--requests` requested minutes in
+flight under the runs created for them (the instance is built and the run records are read by tag).
+The sensor ticks every 15 s, so CPU per minute is four ticks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from crypto_pipeline.definitions import defs
+from crypto_pipeline.sensors import REQUEST_INTERVAL_SECONDS, build_backfill_requests_sensor
+from warehouse.requests import RequestPolicy
+from warehouse.store import Warehouse
+
+
+def cpu_per_tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, ticks: int) -> list[float]:
+    spent = []
+    for _ in range(ticks):
+        context = dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs)
+        started = time.process_time()
+        sensor.evaluate_tick(context)
+        spent.append(time.process_time() - started)
+    return spent
+
+
+def report(name: str, spent: list[float]) -> None:
+    per_tick = statistics.median(spent)
+    per_minute = per_tick * 60 / REQUEST_INTERVAL_SECONDS
+    print(f"{name:<34} {per_tick * 1000:6.1f} ms CPU per tick (median of {len(spent)}), {per_minute:.2f} CPU-s/min")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--ticks", type=int, default=20)
+    args = parser.parse_args()
+    os.environ.setdefault("CMC_API_KEY", "unused")  # creating a run resolves the job's resource config
+    os.environ.setdefault("CRYPTOCOMPARE_API_KEY", "unused")
+    with tempfile.TemporaryDirectory() as data, dg.instance_for_test(temp_dir=data) as instance:
+        url = f"sqlite:///{data}/warehouse.db"
+        store = Warehouse(url)
+        store.upgrade()
+        sensor = build_backfill_requests_sensor(url, max_minutes_per_run=120, max_runs_per_tick=10, max_gap_minutes=10)
+        report("idle (nothing open)", cpu_per_tick(sensor, instance, args.ticks))
+
+        start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=2)
+        for i in range(args.requests):
+            store.requests.ask(start + timedelta(minutes=i), RequestPolicy(max_pending=args.requests))
+        first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+        job = defs.resolve_job_def("backfill_snapshots")
+        for request in first.run_requests:  # what the daemon does with them
+            instance.create_run_for_job(job, tags={**request.tags, "dagster/run_key": request.run_key},
+                                        status=dg.DagsterRunStatus.NOT_STARTED)  # fmt: skip
+        in_flight = store.requests.count(["requested", "launched"])
+        runs = len(first.run_requests)
+        report(f"{in_flight} requests in flight, {runs} runs", cpu_per_tick(sensor, instance, args.ticks))
+        print(f"launched now: {store.requests.count(['launched'])} of {in_flight}")
+
+
+if __name__ == "__main__":
+    main()
