@@ -7,14 +7,15 @@ costs the same with one day or one year of partitions.
 import dagster as dg
 
 from crypto_pipeline.assets.top_assets import top_assets
-from crypto_pipeline.assets.upstream import fetch_prices_and_rankings
+from crypto_pipeline.assets.upstream import NICENESS_TAG, fetch_prices_and_rankings
 from crypto_pipeline.partitions import MINUTE_FORMAT
 
 SNAPSHOT_ASSETS = dg.AssetSelection.assets(fetch_prices_and_rankings, top_assets)
 
-# The live minute goes first: the run queue dequeues higher priorities first, and the runs of
+# The live minute goes first: the run queue dequeues higher priorities first, the runs of
 # backfill requests have their own concurrency limit (dagster.yaml, the local instance), so a
-# minute's run never waits behind them past the live window.
+# minute's run never waits behind them past the live window, and they run at a lower CPU
+# priority (niceness 10), so they never slow it down on a busy machine.
 LIVE_PRIORITY = {"dagster/priority": "10"}
 
 minute_snapshot_job = dg.define_asset_job(
@@ -27,7 +28,8 @@ minute_snapshot_job = dg.define_asset_job(
 backfill_snapshots_job = dg.define_asset_job(
     "backfill_snapshots",
     selection=SNAPSHOT_ASSETS,
-    description="Past minutes requested through the API, a range of adjacent minutes per run.",
+    description="Past minutes requested through the API, a range of nearby minutes per run.",
+    tags={NICENESS_TAG: "10"},  # yields the CPU to the live minute's run
 )
 
 

@@ -97,6 +97,7 @@ def test_live_minutes_come_first_in_both_instances(tmp_path, postgres_url, monke
     in the production dagster.yaml and in the local instance `make run` writes."""
     import dagster as dg
 
+    from crypto_pipeline.assets.upstream import NICENESS_TAG
     from crypto_pipeline.definitions import defs
     from crypto_pipeline.sensors import REQUEST_TAG
     from scripts.run_stack import LOCAL_INSTANCE
@@ -115,4 +116,18 @@ def test_live_minutes_come_first_in_both_instances(tmp_path, postgres_url, monke
             assert limits[REQUEST_TAG] < queue.max_concurrent_runs, home
             assert instance.run_retries_enabled and not instance.run_retries_retry_on_asset_or_op_failure
     assert int(defs.resolve_job_def("minute_snapshot").tags["dagster/priority"]) > 0
-    assert "dagster/priority" not in defs.resolve_job_def("backfill_snapshots").tags
+    backfill = defs.resolve_job_def("backfill_snapshots").tags
+    assert "dagster/priority" not in backfill and int(backfill[NICENESS_TAG]) > 0
+
+
+def test_a_run_tagged_with_a_niceness_lowers_its_cpu_priority_once():
+    """What a backfill request's run worker does before it works (in a child process here)."""
+    code = (
+        "import os; from crypto_pipeline.assets.upstream import NICENESS_TAG, yield_cpu;"
+        "before = os.nice(0); yield_cpu({NICENESS_TAG: '10'}); yield_cpu({NICENESS_TAG: '10'}); yield_cpu({});"
+        "print(before, os.nice(0))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    before, after = (int(n) for n in result.stdout.split())
+    assert after == max(before, 10)  # niceness 10, never raised back, applied once

@@ -9,6 +9,7 @@ ranking first, then CMC quotes for exactly the ranked CMC ids. An older one, or 
 from the historical endpoints, once per upstream series for the whole range.
 """
 
+import os
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +35,11 @@ from warehouse.store import Fetch
 
 PRICES = dg.AssetKey("prices")
 RANKINGS = dg.AssetKey("rankings")
+
+# A run tagged with a niceness lowers its own CPU priority before it works: the runs of backfill
+# requests do (crypto_pipeline/schedules.py), so on a busy machine the live minute's run, which
+# has a deadline, gets the CPU first.
+NICENESS_TAG = "crypto_toplist/niceness"
 
 UPSTREAM_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
@@ -82,6 +88,14 @@ class CryptoCompareSeries:
     emulated: bool
     rejected: int
     reasons: list[str]
+
+
+def yield_cpu(tags: dict[str, str]) -> None:
+    """Lower this run worker's CPU priority to the run's niceness tag, once (threads started
+    afterwards, like the fetch pool, inherit it)."""
+    wanted, current = int(tags.get(NICENESS_TAG, 0)), os.nice(0)
+    if wanted > current:
+        os.nice(wanted - current)
 
 
 def candidates(store, window: Window, cryptocompare: CryptoCompareResource, depth: int) -> list[dict]:
@@ -298,6 +312,7 @@ def fetch_prices_and_rankings(
     warehouse: WarehouseResource,
     toplist: ToplistConfig,
 ):
+    yield_cpu(context.run.tags)
     whole = Window(
         context.partition_time_window.start.astimezone(UTC),
         context.partition_time_window.end.astimezone(UTC),
