@@ -114,7 +114,9 @@ def main() -> None:
 
     print(f"no load, baseline:      {summary(baseline)}")
     print(f"during {args.requests} requests: {summary(under_load)}")
-    print(f"the {args.requests} requests: answers {dict(answers)} in {asked:.1f} s; all ended after {took:.0f} s "
+    ended = outcomes.get(Status.SUCCEEDED, 0) + outcomes.get(Status.FAILED, 0)
+    verdict = "all ended" if ended == args.requests else f"{ended} ended (--timeout reached)"
+    print(f"the {args.requests} requests: answers {dict(answers)} in {asked:.1f} s; {verdict} after {took:.0f} s "
           f"({took / 60:.1f} min); outcomes {outcomes}; {runs} runs")  # fmt: skip
     print(f"live minutes during the load, by fetch mode: {modes} (latest = on time, not the historical path)")
     if outcomes.get(Status.FAILED):
