@@ -1,7 +1,7 @@
 """backfill request lifecycle: attempts, the pending run key, backoff and permanent failures
 
-Revision ID: 0002_request_lifecycle
-Revises: 0001
+Revision ID: 0003_request_lifecycle
+Revises: 0002
 Create Date: 2026-11-28 07:50:00
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 
 import warehouse.schema
 
-revision = "0002_request_lifecycle"
-down_revision = "0001"
+revision = "0003_request_lifecycle"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
