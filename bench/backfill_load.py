@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=12)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as data:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as data:  # run workers may still be exiting
         stack = emulated_stack(data, api_port=free_port(), dagster_port=free_port(), emulator_port=free_port())
         stack.env["BACKFILL_MAX_PENDING"] = str(max(1000, args.requests))
         if args.max_gap is not None:
