@@ -105,7 +105,7 @@ def test_live_minutes_come_first_in_both_instances(tmp_path, postgres_url, monke
     for variable, value in postgres_instance_env(postgres_url).items():
         monkeypatch.setenv(variable, value)
     (tmp_path / "production").mkdir()
-    shutil.copy(ROOT / "dagster.yaml", tmp_path / "production" / "dagster.yaml")
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", tmp_path / "production" / "dagster.yaml")
     (tmp_path / "local").mkdir()
     (tmp_path / "local" / "dagster.yaml").write_text(LOCAL_INSTANCE.read_text())
     for home in ("production", "local"):
