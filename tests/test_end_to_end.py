@@ -105,7 +105,9 @@ def test_no_request_is_left_open_across_a_daemon_restart(stack, database_url, tm
     """Requests in flight while `dagster dev` (daemon, code server, webserver) is stopped and
     started again: once every request run has ended, no request stays open."""
     api = f"http://127.0.0.1:{stack.api_port}"
-    if database_url.startswith("postgresql"):  # to read the Dagster instance the stack uses
+    # To read the Dagster instance the stack uses: its config reads DAGSTER_HOME (and Postgres' variables).
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    if database_url.startswith("postgresql"):
         for variable, value in postgres_instance_env(database_url).items():
             monkeypatch.setenv(variable, value)
     now = datetime.now(UTC).replace(second=0, microsecond=0)

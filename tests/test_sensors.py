@@ -120,7 +120,9 @@ def test_a_run_that_was_never_created_is_released_and_resubmitted(database_url, 
     monkeypatch.setattr(sensors, "LAUNCH_GRACE", timedelta(0))
     (again,) = tick(database_url, dagster_instance).run_requests
     assert again.run_key != request.run_key
-    assert (store.requests.get(BASE).status, store.requests.get(BASE).attempts) == ("requested", 0)
+    resubmitted = store.requests.get(BASE)
+    # The never-created run is no attempt: only the new submission counts.
+    assert (resubmitted.status, resubmitted.run_key, resubmitted.attempts) == ("requested", again.run_key, 1)
 
 
 def test_a_duplicate_run_key_follows_the_run_that_holds_it(database_url, dagster_instance):

@@ -182,23 +182,31 @@ class BackfillRequests:
         return request.status in OPEN and stuck
 
     def submit(self, first: datetime, last: datetime, run_key: str, now: datetime | None = None) -> int:
-        """Hand the due minutes first..last to Dagster under `run_key`; they stay `requested`."""
+        """Hand the due minutes first..last to Dagster under `run_key` (one more attempt); they stay
+        `requested`. The attempt counts here, not at `launch`: a short run can store its minutes
+        before the sensor ever sees it created, and then `launch` never happens."""
         return self._move(
             "submit",
             backfill_requests.c.minute.between(first, last) & backfill_requests.c.run_key.is_(None),
             run_key=run_key,
             submitted_at=now or utcnow(),
+            attempts=backfill_requests.c.attempts + 1,
         )
 
     def release(self, run_key: str) -> int:
-        """Dagster never created a run for `run_key` (creation failed, or the key was a duplicate)."""
-        return self._move("release", backfill_requests.c.run_key == run_key, run_key=None, submitted_at=None)
+        """Dagster never created a run for `run_key` (creation failed, or the key was a duplicate):
+        no attempt was made."""
+        return self._move(
+            "release",
+            backfill_requests.c.run_key == run_key,
+            run_key=None,
+            submitted_at=None,
+            attempts=backfill_requests.c.attempts - 1,
+        )
 
     def launch(self, run_key: str, run_id: str) -> int:
-        """Dagster created the run: the request holds its real run id, and one more attempt is made."""
-        return self._move(
-            "launch", backfill_requests.c.run_key == run_key, run_id=run_id, attempts=backfill_requests.c.attempts + 1
-        )
+        """Dagster created the run: the request holds its real run id."""
+        return self._move("launch", backfill_requests.c.run_key == run_key, run_id=run_id)
 
     def requeue(self, run_key: str) -> int:
         """The run's record is gone (deleted or pruned) before it settled: launch it anew."""

@@ -47,8 +47,8 @@ def test_submit_hands_due_minutes_to_one_run_key(requests):
     assert requests.submit(MINUTE, NEXT, "key-1", NOW) == 2
     assert requests.due(10) == []
     submitted = requests.get(MINUTE)
-    assert (submitted.status, submitted.run_key, submitted.submitted_at, submitted.run_id) == (
-        "requested", "key-1", NOW, None,
+    assert (submitted.status, submitted.run_key, submitted.submitted_at, submitted.run_id, submitted.attempts) == (
+        "requested", "key-1", NOW, None, 1,
     )  # fmt: skip
     assert requests.submit(MINUTE, NEXT, "key-2", NOW) == 0  # already handed over
     assert {r.minute for r in requests.in_flight()} == {MINUTE, NEXT}
@@ -80,6 +80,14 @@ def test_succeed_when_the_merge_serves_the_minute_from_any_unsettled_state(reque
         request = store.requests.get(minute)
         assert (request.status, request.error, request.run_key) == ("succeeded", None, None)
     assert requests.fail("key-1", "late failure report", True) == 0  # succeeded stays succeeded
+
+
+def test_a_run_that_stores_its_minute_before_the_sensor_sees_it_counts_its_attempt(requests, database_url):
+    requests.ask(MINUTE, POLICY, NOW)
+    requests.submit(MINUTE, MINUTE, "key-1", NOW)  # the run is quick: merged before any `launch`
+    seed_snapshot(Warehouse(database_url), MINUTE)
+    request = requests.get(MINUTE)
+    assert (request.status, request.attempts) == ("succeeded", 1)
 
 
 def test_a_run_retry_that_stores_a_failed_minute_makes_it_succeed(requests, database_url):
