@@ -468,7 +468,8 @@ async def missing_snapshot(service: ToplistService, minute: datetime, is_now: bo
 def next_step(request: BackfillRequest, policy: RequestPolicy) -> str:
     attempt = f"attempt {request.attempts + 1} of {policy.max_attempts}"
     if request.status == Status.REQUESTED:
-        return f"Waiting for a run ({attempt})."
+        current = request.attempts if request.run_key else request.attempts + 1  # handed over: counted
+        return f"Waiting for a run (attempt {current} of {policy.max_attempts})."
     if request.status == Status.LAUNCHED:
         return f"Run {request.run_id} is storing this minute (attempt {request.attempts} of {policy.max_attempts})."
     if request.status == Status.SUCCEEDED:
