@@ -1,9 +1,10 @@
 """The ASGI hot path for stored snapshots, in front of FastAPI.
 
-`GET /` with a query string FastAPI has already validated (ToplistService.queries) is answered
-here from the cached, pre-rendered and pre-compressed snapshot with precomputed headers: no
-middleware stack, no routing, no dependency solving, no validation, no Request object. The answer comes from the
-same `ToplistService.answer` the FastAPI route calls, so both paths send the same bytes.
+`GET /` (and `HEAD /`: the same headers, no body) with a query string FastAPI has already
+validated (ToplistService.queries) is answered here from the cached, pre-rendered and
+pre-compressed snapshot with precomputed headers: no middleware stack, no routing, no dependency
+solving, no validation, no Request object. The answer comes from the same
+`ToplistService.answer` the FastAPI route calls, so both paths send the same bytes.
 Everything else falls through to FastAPI: a query string seen for the first time, a minute
 not stored (backfills), every other route. Other routes are compressed by Starlette's
 GZipMiddleware; `GET /` answers carry their own encoding, so they bypass it.
@@ -28,7 +29,7 @@ class FastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/":
             await self.compressed(scope, receive, send)
-        elif not (self.enabled and scope["method"] == "GET" and await self.serve(scope, receive, send)):
+        elif not (self.enabled and scope["method"] in ("GET", "HEAD") and await self.serve(scope, receive, send)):
             await self.app(scope, receive, send)
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> bool:
@@ -46,5 +47,5 @@ class FastPath:
             await problem_response(error.status, error.title, error.detail, error.headers)(scope, receive, send)
             return True
         await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers})
-        await send({"type": "http.response.body", "body": answer.body})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else answer.body})
         return True

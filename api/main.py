@@ -86,6 +86,7 @@ def create_api(settings: Settings) -> FastAPI:
     problems.install(app)
     app.include_router(router)
 
+    @app.head("/healthz", summary="The process is up (headers only)")
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}

@@ -390,22 +390,20 @@ Service = Annotated[ToplistService, Depends(get_service)]
 
 router = APIRouter()
 
-
-@router.get(
-    "/",
-    summary="Top assets by 24h volume, with USD price, at a minute",
-    response_model=None,
-    responses={
-        200: {
-            "model": Toplist,
-            "description": "The snapshot, as JSON or as CSV (`Rank,Symbol,Price USD`).",
-            "content": {"text/csv": {"schema": {"type": "string"}}},
-        },
-        202: {"model": BackfillStatus, "description": "Not stored yet: a backfill was requested (see Location)."},
-        304: {"description": "Not modified (the If-None-Match request header matched the ETag)."},
-        **problem_responses(404, 422, 429, 503),
+TOPLIST_RESPONSES = {
+    200: {
+        "model": Toplist,
+        "description": "The snapshot, as JSON or as CSV (`Rank,Symbol,Price USD`).",
+        "content": {"text/csv": {"schema": {"type": "string"}}},
     },
-)
+    202: {"model": BackfillStatus, "description": "Not stored yet: a backfill was requested (see Location)."},
+    304: {"description": "Not modified (the If-None-Match request header matched the ETag)."},
+    **problem_responses(404, 422, 429, 503),
+}
+
+
+@router.head("/", summary="The headers `GET /` sends, without the body", responses=TOPLIST_RESPONSES)
+@router.get("/", summary="Top assets by 24h volume, with USD price, at a minute", responses=TOPLIST_RESPONSES)
 async def get_toplist(
     request: Request,
     limit: Annotated[

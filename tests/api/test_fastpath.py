@@ -27,7 +27,8 @@ GZIP = {"Accept-Encoding": "gzip"}
 IDENTITY = {"Accept-Encoding": "identity"}  # httpx asks for gzip unless told otherwise
 
 # (method, path, query parameters, headers, how a repeat is answered: True by the fast path,
-#  False by the FastAPI route, None before the route: FastAPI's validation, other routes, 404/405)
+#  False by the FastAPI route, None before the route: FastAPI's validation, other routes, 404/405;
+#  HEAD is answered like GET without the body, on both paths)
 TABLE = [
     ("GET", "/", {"limit": 200, "datetime": iso(PAST)}, IDENTITY, True),
     ("GET", "/", {"limit": 200, "datetime": iso(PAST)}, GZIP, True),
@@ -47,7 +48,9 @@ TABLE = [
     ("GET", "/", {"limit": "0"}, {}, None),
     ("GET", "/", {"datetime": "yesterday-ish"}, {}, False),
     ("GET", "/", {"datetime": iso(PAST - timedelta(hours=2))}, {}, False),  # not stored: 202 from FastAPI
-    ("HEAD", "/", {}, {}, None),
+    ("HEAD", "/", {}, IDENTITY, True),
+    ("HEAD", "/", {"limit": 200, "datetime": iso(PAST)}, GZIP, True),
+    ("HEAD", "/healthz", {}, {}, None),
     ("POST", "/", {}, {}, None),
     ("GET", "/openapi.json", {}, GZIP, None),
     ("GET", "/healthz", {}, {}, None),
@@ -114,6 +117,24 @@ def test_fast_path_and_fastapi_path_send_the_same_bytes(api, store, validations)
             if (b"content-encoding", b"gzip") in through_fast[1]:
                 identity = wire(plain, method, path, params, {**headers, **IDENTITY})
                 assert gzip.decompress(through_fast[2]) == identity[2], request
+
+
+def test_head_sends_the_headers_of_get_without_the_body(api, store):
+    """RFC 9110 §9.3.2: the same status and headers, Content-Length included, on the fast path and FastAPI."""
+    seed_snapshot(store, PAST)
+    requests = [
+        ("/", {"limit": 200, "datetime": iso(PAST)}, IDENTITY),
+        ("/", {"limit": 200, "datetime": iso(PAST), "format": "csv"}, GZIP),
+        ("/", {"datetime": "9999-12-31T00:00:00Z"}, {}),  # a problem answer
+        ("/healthz", {}, {}),
+    ]
+    with api() as fast, api(api_fast_path=False) as plain:
+        for server in (fast, plain):
+            for path, params, headers in requests:
+                wire(server, "HEAD", path, params, headers)  # FastAPI validates the query string once
+                head, get = wire(server, "HEAD", path, params, headers), wire(server, "GET", path, params, headers)
+                assert head == (get[0], get[1], b""), (path, params, headers)
+                assert int(dict(head[1])[b"content-length"]) == len(get[2]) > 0
 
 
 def test_answers_keep_their_headers_per_encoding(api, store):
