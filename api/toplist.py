@@ -101,7 +101,7 @@ GZIP_MINIMUM_BYTES = 1024  # smaller bodies are sent as they are (the GZipMiddle
 VARY = "Accept, Accept-Encoding"
 
 RawHeaders = list[tuple[bytes, bytes]]
-RESOLVE_SECONDS = 1.0  # how long a query keeps its snapshot: a new one may land any second
+RESOLVE_SECONDS = 1.0  # a newly stored snapshot is served at most this long after it is committed
 MEMO_ENTRIES = 4096
 MEMO_QUERY_BYTES = 512  # longer query strings (junk parameters) are validated every time: the memo stays ~2 MB
 
@@ -278,7 +278,7 @@ class ToplistService:
         self.policy = RequestPolicy.from_settings(settings)
         self.tolerance = timedelta(minutes=settings.api_tolerance_minutes) + timedelta(minutes=1)
         self.bodies: LRUCache = LRUCache(maxsize=max(1, settings.api_cache_entries))
-        self.resolved: TTLCache = TTLCache(maxsize=4096, ttl=1.0)  # a new snapshot may land any second
+        self.resolved: TTLCache = TTLCache(maxsize=4096, ttl=RESOLVE_SECONDS)  # minute -> (snapshot, looked up at)
         # (ToplistQuery, format) -> Resolved; each holds a rendered body, so API_CACHE_ENTRIES bounds them too
         self.resolutions = Memo(min(MEMO_ENTRIES, self.bodies.maxsize))
         self.queries = Memo(MEMO_ENTRIES)  # raw query string -> the ToplistQuery FastAPI validated from it
@@ -326,10 +326,15 @@ class ToplistService:
                 del cache[key]
             raise
 
-    async def snapshot_for(self, minute: datetime) -> Snapshot | None:
-        return await self.single_flight(
-            self.resolved, minute, lambda: self.db(self.store.snapshot_at_or_before, minute, self.tolerance)
-        )
+    async def snapshot_for(self, minute: datetime) -> tuple[Snapshot | None, float]:
+        """The snapshot serving `minute` and when it was looked up (time.monotonic): what is served
+        from it counts its age from the lookup, not from when a later query reused it."""
+
+        async def lookup() -> tuple[Snapshot | None, float]:
+            looked_up = time.monotonic()
+            return await self.db(self.store.snapshot_at_or_before, minute, self.tolerance), looked_up
+
+        return await self.single_flight(self.resolved, minute, lookup)
 
     async def body(self, snapshot: Snapshot, requested: datetime, limit: int, fmt: str) -> Rendered:
         async def compute() -> Rendered:
@@ -345,14 +350,14 @@ class ToplistService:
         if requested > now + timedelta(seconds=1):
             raise ProblemError(422, "Invalid parameter", f"datetime: {minute_url(requested)} is in the future")
         minute = minute_of(requested)
-        snapshot = await self.snapshot_for(minute)
+        snapshot, looked_up = await self.snapshot_for(minute)
         if snapshot is None:
             raise NotStored(minute)
         rendered = await self.body(snapshot, minute, query.limit, fmt)
-        keep = RESOLVE_SECONDS
+        until = looked_up + RESOLVE_SECONDS
         if query.moment is None:  # "now" moves to the next minute at its start
-            keep = min(keep, (minute + timedelta(minutes=1) - now).total_seconds())
-        resolved = self.resolutions[query, fmt] = Resolved(minute, snapshot, rendered, clock + keep)
+            until = min(until, clock + (minute + timedelta(minutes=1) - now).total_seconds())
+        resolved = self.resolutions[query, fmt] = Resolved(minute, snapshot, rendered, until)
         return resolved
 
     async def answer(self, query: ToplistQuery, headers: RawHeaders) -> Answer:
