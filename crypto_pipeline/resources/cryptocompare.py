@@ -40,9 +40,7 @@ class CryptoCompareResource(SourceResource):
 
     def top_by_volume(self, depth: int) -> Fetched:
         """The top `depth` assets by 24h volume in USD, pages fetched concurrently."""
-        client = self.client(self.ranking_source, "ranking")
-        with self.open(client) as http:
-            return client.fetch_list(http, depth, self.page_size)
+        return self.fetch_ranking(self.ranking_source, depth, self.page_size)
 
     def history(self, symbol: str, to_ts: int, limit: int, *, hourly: bool = False) -> HistoryFetch:
         """`limit + 1` USD bars of `symbol` ending with the bucket that holds `to_ts` (unix s).

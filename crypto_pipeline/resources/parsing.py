@@ -56,6 +56,16 @@ class RankingRecord(BaseModel):
     price_usd: Annotated[Annotated[float, Field(gt=0)] | None, BeforeValidator(_blank_to_none)] = None
 
 
+class CmcIdLink(BaseModel):
+    """Where an upstream's own asset id leads in CoinMarketCap: one entry of an id map that
+    bridges a list without CMC ids (CryptoCompare's min-api toplists) to the CMC join key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: PositiveInt
+    cmc_id: Annotated[PositiveInt | None, BeforeValidator(_blank_to_none)] = None
+
+
 class HistoryBar(BaseModel):
     """One CryptoCompare OHLCV bucket; `time` is the bucket's start in unix seconds."""
 

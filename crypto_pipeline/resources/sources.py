@@ -47,11 +47,16 @@ from crypto_pipeline.resources.http import (
     raise_for_http_status,
     retry_after_seconds,
 )
-from crypto_pipeline.resources.parsing import HistoryBar, Parsed, PriceRecord, RankingRecord
+from crypto_pipeline.resources.parsing import CmcIdLink, HistoryBar, Parsed, PriceRecord, RankingRecord
 from warehouse.schema import fetches
 
 SOURCES_DIR = Path(__file__).resolve().parent.parent / "sources"
-MODELS: dict[str, type[BaseModel]] = {"price": PriceRecord, "ranking": RankingRecord, "bar": HistoryBar}
+MODELS: dict[str, type[BaseModel]] = {
+    "price": PriceRecord,
+    "ranking": RankingRecord,
+    "bar": HistoryBar,
+    "cmc_id_link": CmcIdLink,
+}
 
 
 def _compiles(expression: str) -> str:
@@ -124,6 +129,14 @@ class Credits(Strict):
     per_request: int = Field(default=0, ge=0)
 
 
+class CmcIdBridge(Strict):
+    """How a ranking without CMC ids gets them: from another source's id map, matched on one field."""
+
+    source: str = Field(description="The source file of `cmc_id_link` records (a paged list).")
+    match: str = Field(default="cc_id", description="The ranking field matched against each link's `id`.")
+    depth: int = Field(ge=1, description="How many links to read: deeper than the ranking where the lists differ.")
+
+
 class Source(Strict):
     """One upstream endpoint, as its YAML file describes it."""
 
@@ -134,7 +147,7 @@ class Source(Strict):
         max_length=fetches.c.provider.type.length,
         description="The label stored with the rows (lower-cased), in a column of this length.",
     )
-    record: Literal["price", "ranking", "bar"]
+    record: Literal["price", "ranking", "bar", "cmc_id_link"]
     base_url_setting: str
     path: str = Field(pattern=r"^/")
     params: dict[str, str | int | float | bool] = {}
@@ -144,6 +157,7 @@ class Source(Strict):
     records: Expression
     fields: dict[str, Expression]
     series: Series | None = None
+    cmc_ids: CmcIdBridge | None = None
     errors: Errors
     credits: Credits = Credits()
 
@@ -159,6 +173,8 @@ class Source(Strict):
         missing = {name for name, info in model.model_fields.items() if info.is_required()} - mapped
         if unknown or missing:
             raise ValueError(f"fields: unknown {sorted(unknown)}, missing {sorted(missing)} for a {self.record} record")
+        if self.cmc_ids is not None and (self.record != "ranking" or self.cmc_ids.match not in self.fields):
+            raise ValueError(f"cmc_ids: bridges a ranking on one of its fields {sorted(self.fields)}")
         return self
 
     @property
@@ -205,6 +221,15 @@ def find_source(directories: Iterable[str], name: str, record: str | None = None
     if record is not None and available[name].record != record:
         raise SourceConfigError(f"source {name} gives {available[name].record} records, not {record} records")
     return available[name]
+
+
+def join_cmc_ids(rankings: list[RankingRecord], links: list[CmcIdLink], match: str) -> list[RankingRecord]:
+    """Rankings with the CMC id their `match` field leads to; one without a link (or whose link has
+    no CMC id) stays unmatched, to be counted and flagged, never dropped."""
+    cmc_ids = {link.id: link.cmc_id for link in links if link.cmc_id is not None}
+    return [
+        r if r.cmc_id is not None else r.model_copy(update={"cmc_id": cmc_ids.get(getattr(r, match))}) for r in rankings
+    ]
 
 
 def search(expression: str | None, body: Any) -> Any:
@@ -425,7 +450,30 @@ class SourceResource(UpstreamResource):
             )
         if source.base_url_setting not in self.base_urls():
             raise SourceConfigError(f"source {name}.yaml: {resource} has no {source.base_url_setting.upper()}")
+        if source.cmc_ids is not None:
+            try:
+                links = self.client(source.cmc_ids.source, "cmc_id_link")
+            except SourceConfigError as error:
+                raise SourceConfigError(f"source {name}.yaml: cmc_ids.source: {error}") from None
+            if links.source.pagination is None:
+                raise SourceConfigError(f"source {name}.yaml: cmc_ids.source: {links.source.name} has no pagination")
         return SourceClient(source)
+
+    def fetch_ranking(self, name: str, depth: int, page_size: int) -> Fetched:
+        """The first `depth` places of ranking source `name`; a list without CMC ids gets them
+        through the id map its file names (`cmc_ids`), read `cmc_ids.depth` records deep."""
+        client = self.client(name, "ranking")
+        with self.open(client) as http:
+            ranking = client.fetch_list(http, depth, page_size)
+        bridge = client.source.cmc_ids
+        if bridge is not None:
+            links_client = self.client(bridge.source, "cmc_id_link")
+            with self.open(links_client) as http:
+                links = links_client.fetch_list(http, bridge.depth, page_size)
+            ranking.records = join_cmc_ids(ranking.records, links.records, bridge.match)
+            ranking.credits += links.credits
+            ranking.emulated |= links.emulated
+        return ranking
 
     def open(self, client: SourceClient) -> UpstreamHttp:
         """A pooled HTTP client for the source, its key in the source's auth header."""

@@ -15,7 +15,7 @@ from crypto_pipeline.resources.errors import (
     UpstreamRateLimited,
     UpstreamSchemaError,
 )
-from crypto_pipeline.resources.sources import SOURCES_DIR, SourceClient, search, sources_in
+from crypto_pipeline.resources.sources import SOURCES_DIR, SourceClient, join_cmc_ids, search, sources_in
 from tests.conftest import FIXTURES
 
 
@@ -101,6 +101,20 @@ def test_cryptocompare_totalvolfull_2020():
     assert btc.price_usd == pytest.approx(8885.99)
     assert btc.volume_24h_usd == pytest.approx(2359078302.8859205)
     assert [r.symbol for r in parsed.records[:3]] == ["BTC", "BCH", "ETH"]
+
+
+def test_totalvolfull_reaches_the_cmc_id_through_the_legacy_id_map():
+    """RANKING_SOURCE=cc_totalvolfull: the genuine list's CoinInfo.Id is the data-api's ID_LEGACY,
+    whose ASSET_ALTERNATIVE_IDS hold the CMC id (the documented top/list example: BTC only)."""
+    ranking = client("cc_totalvolfull")
+    links = client("cc_legacy_cmc_ids").parse(load("cryptocompare_asset_toplist_DOCUMENTED-EXAMPLE_not-genuine.json"))
+    assert [(link.id, link.cmc_id) for link in links.records] == [(1182, 1)]
+    bridge = ranking.source.cmc_ids
+    assert bridge.source == "cc_legacy_cmc_ids"
+    parsed = ranking.parse(load("cryptocompare_totalvolfull_cryptofreek_2020-01-18.json"))
+    joined = join_cmc_ids(parsed.records, links.records, bridge.match)
+    assert [(r.symbol, r.cmc_id) for r in joined[:2]] == [("BTC", 1), ("BCH", None)]  # unmatched, still ranked
+    assert len(joined) == 10 and [r.rank for r in joined] == list(range(1, 11))
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from crypto_pipeline.resources.sources import SOURCES_DIR, SourceConfigError, lo
 from tests.assets.test_pipeline import resources
 from tests.conftest import FIXTURES, ROOT
 from tests.resources.test_clients_emulator import MARKET, cc
-from warehouse.schema import fetches
+from warehouse.schema import fetches, prices, rankings
 from warehouse.store import Warehouse
 
 SHIPPED = yaml.safe_load((SOURCES_DIR / "cc_top_list.yaml").read_text())
@@ -38,6 +38,7 @@ def test_every_shipped_source_file_loads():
         "cmc_quotes_historical",
         "cc_top_list",
         "cc_totalvolfull",
+        "cc_legacy_cmc_ids",
     } <= names
     assert {"cc_histominute", "cc_histohour"} <= names
 
@@ -58,6 +59,11 @@ def test_every_shipped_source_file_loads():
         (lambda s: s["errors"].update(rate_limit="99"), r"errors\.rate_limit: Input should be a valid list"),
         (lambda s: s.update(name="other"), r"name: 'other' must match the file name 'cc_top_list'"),
         (lambda s: s.update(eval="__import__('os')"), r"eval: Extra inputs are not permitted"),
+        (
+            lambda s: s.update(cmc_ids={"source": "cc_legacy_cmc_ids", "match": "legacy_id", "depth": 500}),
+            r"cmc_ids: bridges a ranking on one of its fields",
+        ),
+        (lambda s: s.update(cmc_ids={"source": "cc_legacy_cmc_ids", "depth": 0}), r"cmc_ids\.depth: Input should be"),
         # stored as fetches.provider / snapshots.price_source, String(32): Postgres would refuse every minute
         (lambda s: s.update(provider="CoinDesk Data Asset Toplist API 2"), r"provider: String should have at most 32"),
     ],
@@ -145,7 +151,7 @@ def test_the_code_location_refuses_a_bad_source_file_at_load(tmp_path):
 def test_the_emulator_serves_totalvolfull_in_the_captured_shape(emulator):
     """RANKING_SOURCE=cc_totalvolfull against the emulator: the genuine capture's envelope and keys.
 
-    The min-api list carries no CMC id (as upstream), so nothing it ranks can be priced yet."""
+    The min-api list carries no CMC id (as upstream): each comes from the data-api id map, by legacy id."""
     captured = json.loads((FIXTURES / "cryptocompare_totalvolfull_cryptofreek_2020-01-18.json").read_text())
     served = httpx.get(f"{emulator.url}/data/top/totalvolfull", params={"tsym": "USD", "limit": 10},
                        headers={"authorization": "Apikey test-key"}).json()  # fmt: skip
@@ -160,7 +166,52 @@ def test_the_emulator_serves_totalvolfull_in_the_captured_shape(emulator):
     assert [r.rank for r in ranking.records] == list(range(1, 151)) and ranking.provider == "cryptocompare"
     now = int(time.time() // 60)  # the emulator ranked at this minute or, across a boundary, the one before
     legacy = [[a.cc_legacy_id for a in MARKET.ranked_by_volume(m)[:150]] for m in (now, now - 1)]
-    assert [r.cc_id for r in ranking.records] in legacy and all(r.cmc_id is None for r in ranking.records)
+    assert [r.cc_id for r in ranking.records] in legacy
+    by_legacy_id = {a.cc_legacy_id: a for a in MARKET.assets}
+    assets = [by_legacy_id[r.cc_id] for r in ranking.records]
+    assert [r.cmc_id for r in ranking.records] == [a.cmc_id if a.cc_knows_cmc_id else None for a in assets]
+    assert any(r.cmc_id is None for r in ranking.records)  # assets CryptoCompare knows no CMC id for stay unmatched
+
+
+def test_a_live_minute_ranked_by_totalvolfull_is_priced_and_joined_on_cmc_id(emulator, database_url, dagster_instance):
+    """Switching the ranking to min-api top/totalvolfull is configuration: the minute is priced and published."""
+    run_resources = resources(emulator.url, database_url)
+    run_resources["cryptocompare"] = cc(emulator.url, ranking_source="cc_totalvolfull")
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    result = dg.materialize(
+        [fetch_prices_and_rankings, top_assets],
+        partition_key=minute.strftime(MINUTE_FORMAT),
+        resources=run_resources,
+        instance=dagster_instance,
+    )
+    assert result.success  # the blocking checks (row count, match rate) passed
+    store = Warehouse(database_url)
+    snapshot = store.latest_snapshot()
+    served = store.snapshot_rows(snapshot.minute, 200)
+    assert snapshot.minute == minute and snapshot.row_count == len(served) == 200
+    with store.engine.connect() as conn:
+        ranked = [dict(r._mapping) for r in conn.execute(
+            select(rankings).where(rankings.c.minute == minute).order_by(rankings.c.rank))]  # fmt: skip
+        (price_minute,) = set(conn.execute(select(prices.c.last_updated).where(prices.c.minute == minute)).scalars())
+    by_legacy_id = {a.cc_legacy_id: a for a in MARKET.assets}
+    for row in ranked:  # ranked by legacy id, each led to the CMC id the market gives that asset
+        asset = by_legacy_id[row["cc_id"]]
+        assert row["cmc_id"] == (asset.cmc_id if asset.cc_knows_cmc_id else None)
+    priced_in_order = [r["cmc_id"] for r in ranked if r["cmc_id"] is not None][:200]
+    assert [r["cmc_id"] for r in served] == priced_in_order
+    served_minute = int(price_minute.timestamp() // 60)
+    assert all(r["price_usd"] == MARKET.by_cmc_id[r["cmc_id"]].price(served_minute) for r in served)
+
+
+def test_a_bridge_to_a_source_that_is_no_id_map_is_refused_naming_the_file_and_key(tmp_path):
+    spec = yaml.safe_load((SOURCES_DIR / "cc_totalvolfull.yaml").read_text())
+    spec["cmc_ids"]["source"] = "cc_histominute"
+    (tmp_path / "cc_totalvolfull.yaml").write_text(yaml.safe_dump(spec))
+    resource = cc(
+        "http://127.0.0.1:9", ranking_source="cc_totalvolfull", sources_dirs=[str(SOURCES_DIR), str(tmp_path)]
+    )
+    with pytest.raises(SourceConfigError, match=r"cc_totalvolfull\.yaml: cmc_ids\.source: source cc_histominute gives"):
+        resource.client("cc_totalvolfull", "ranking")
 
 
 def test_a_sources_dir_that_does_not_exist_is_refused(tmp_path):
