@@ -1,9 +1,10 @@
-"""The API benchmark's baselines: the same answer bytes as the real route, with no work behind them.
+"""The API benchmark's baselines: the real route's answers, byte for byte, with no work behind them.
 
-`raw_app` is a bare ASGI callable, `fastapi_app` one FastAPI route. Both replay the answer the
-real API gave for the benchmark's past minute (status line, headers and body, captured by
-bench/api_load.py into the file named by `BENCH_ANSWER_FILE`), so the benchmark measures only
-what the real routes do on top of sending those bytes.
+`raw_app` is a bare ASGI callable, `fastapi_app` one FastAPI route. Both replay the answers the
+real API gave to the benchmark's requests (status line, headers and body, one per request,
+captured by bench/api_load.py into the file named by `BENCH_ANSWERS_FILE`): `/<name>?<query>`
+answers the answer captured under that name, whatever the query and headers. So each row of
+the benchmark measures only what the real route does on top of sending the same bytes.
 """
 
 from __future__ import annotations
@@ -12,32 +13,38 @@ import json
 import os
 from pathlib import Path
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from starlette.types import Receive, Scope, Send
 
-
-def load_answer(path: Path) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """{"status", "headers": [[name, value], ...] (latin-1), "body": hex}, as bench/api_load.py writes it."""
-    captured = json.loads(path.read_text())
-    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in captured["headers"]]
-    return captured["status"], headers, bytes.fromhex(captured["body"])
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
-STATUS, HEADERS, BODY = load_answer(Path(os.environ["BENCH_ANSWER_FILE"]))
+def load_answers(path: Path) -> dict[str, Answer]:
+    """{name: {"status", "headers": [[name, value], ...] (latin-1), "body": hex}}, as bench/api_load.py writes it."""
+    answers = {}
+    for name, captured in json.loads(path.read_text()).items():
+        headers = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in captured["headers"]]
+        answers[name] = (captured["status"], headers, bytes.fromhex(captured["body"]))
+    return answers
+
+
+ANSWERS = load_answers(Path(os.environ["BENCH_ANSWERS_FILE"]))
 
 
 async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         return  # no lifespan: uvicorn carries on without it
-    await send({"type": "http.response.start", "status": STATUS, "headers": HEADERS})
-    await send({"type": "http.response.body", "body": BODY})
+    status, headers, body = ANSWERS.get(scope["path"][1:], (404, [], b""))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 fastapi_app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
 
-@fastapi_app.get("/")
-async def replay() -> Response:
-    response = Response(BODY, STATUS)
-    response.raw_headers = HEADERS
+@fastapi_app.get("/{answer}")
+async def replay(request: Request) -> Response:
+    status, headers, body = ANSWERS[request.path_params["answer"]]
+    response = Response(body, status)
+    response.raw_headers = headers
     return response

@@ -1,20 +1,22 @@
-"""API throughput and latency of `GET /` against a raw ASGI app serving the same bytes, in one run.
+"""API throughput and latency of `GET /`, each row against baselines sending the same bytes, in one run.
 
     apt-get install wrk          # the load generator (Debian package)
     .venv/bin/python -m bench.api_load
 
-The warehouse is filled by a real materialization of the current minute against the emulator.
-The real API then answers `GET /?limit=200&datetime=<that minute>`; its answer (headers and
-body) is captured and replayed by two baselines on the same server (uvicorn, httptools, uvloop,
-one worker): a raw ASGI callable and a bare FastAPI route (bench/api_baselines.py). wrk
-(`-t1 -c50` by default, on the same machine) then loads, round after round in alternation: the
-two baselines and the real routes (JSON and CSV, a past minute and now, with and without
-`Accept-Encoding: gzip`, and a 304 revalidation), then the raw app and the real routes with 2
-workers each. Figures are medians over the rounds; each ratio is taken against the raw app of
-the same round (the machine is shared, so only ratios within a run compare). Each row also
-reports the server's CPU time per request (its process group, from /proc): other tenants'
-load moves requests/s and p99 a lot, CPU per request much less.
-Goal: every real route >= 50% of the raw app's requests/s and a p99 <= 2x its p99.
+The warehouse is filled by a real materialization of the current minute against the emulator,
+and every following minute is stored as it begins (as the live pipeline does), so "now" rows
+serve the current minute's snapshot. Each row is one request to the real API (JSON and CSV, a
+past minute and now, with and without `Accept-Encoding: gzip`, a 304 revalidation, and two rows
+with 2 workers). Its answer (status, headers, body) is captured once and replayed by two
+baselines on the same server (uvicorn, httptools, uvloop): a raw ASGI callable and a bare
+FastAPI route (bench/api_baselines.py, 1 worker; the raw app with 2 workers for the 2-worker
+rows), so each row is compared with the same bytes it sends. wrk (`-t1 -c50` by default, on
+the same machine) then loads, round after round, each row's baselines and the real route one
+after the other. Figures are medians over the rounds; each ratio is taken against the raw
+baseline of the same row and round (the machine is shared, so only ratios within a run
+compare). Each row also reports the server's CPU time per request (its process group, from
+/proc): other tenants' load moves requests/s and p99 a lot, CPU per request much less.
+Goal: every real row >= 50% of its raw baseline's requests/s and a p99 <= 2x its p99.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
@@ -49,17 +52,34 @@ from warehouse.store import Warehouse
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 GZIP = {"Accept-Encoding": "gzip"}
-EMULATOR_PORT, RAW, BARE, API, RAW_2, API_2 = 18766, 18770, 18771, 18772, 18773, 18774
+EMULATOR_PORT = 18766
+PORTS = {("raw", 1): 18770, ("bare", 1): 18771, ("real", 1): 18772, ("raw", 2): 18773, ("real", 2): 18774}
+ADDED = (b"date", b"server")  # headers each uvicorn adds to an answer itself
 GOAL_RPS, GOAL_P99 = 0.5, 2.0
 
 
 @dataclass(frozen=True)
-class Target:
+class Case:
+    """One request to the real API (`path` and `headers`), and the baselines that replay its answer."""
+
     name: str
-    port: int
+    key: str  # the captured answer's name in the baselines: they serve it at /<key>?<the same query>
     path: str
     headers: dict[str, str]
-    baseline: str  # the raw app this row is compared with
+    workers: int
+
+    def baselines(self) -> tuple[str, ...]:
+        return ("raw", "bare") if self.workers == 1 else ("raw",)
+
+
+class Answer(NamedTuple):
+    status: int
+    headers: list[tuple[str, str]]  # latin-1
+    body: bytes
+
+    def to_json(self) -> dict:
+        """As bench/api_baselines.py loads it."""
+        return {"status": self.status, "headers": self.headers, "body": self.body.hex()}
 
 
 class Figures(NamedTuple):
@@ -69,10 +89,12 @@ class Figures(NamedTuple):
     cpu_us: float  # server CPU per request, microseconds
 
 
-def fill_warehouse(database_url: str, emulator_url: str) -> datetime:
-    """Materialize the current minute through the real pipeline; returns that minute."""
-    Warehouse(database_url).upgrade()
-    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+def this_minute() -> datetime:
+    return datetime.now(UTC).replace(second=0, microsecond=0)
+
+
+def fill_warehouse(database_url: str, emulator_url: str, minute: datetime) -> None:
+    """Materialize one minute through the real pipeline, as its live run does."""
     dg.materialize(
         [fetch_prices_and_rankings, top_assets],
         partition_key=minute.strftime("%Y-%m-%d-%H:%M"),
@@ -85,7 +107,30 @@ def fill_warehouse(database_url: str, emulator_url: str) -> datetime:
             "toplist": ToplistConfig(),
         },
     )
-    return minute
+
+
+class MinuteWriter(threading.Thread):
+    """Stores each minute's snapshot as the minute begins, as the live pipeline does: the "now" rows
+    serve the current minute (and, in its first seconds, the minute before, as users get it)."""
+
+    def __init__(self, database_url: str, emulator_url: str) -> None:
+        super().__init__(name="minute-writer", daemon=True)
+        self.database_url, self.emulator_url = database_url, emulator_url
+        self.stopped = threading.Event()
+        self.lags: list[float] = []  # seconds from each minute's start to its snapshot stored
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        while True:
+            minute = this_minute() + timedelta(minutes=1)
+            if self.stopped.wait((minute - datetime.now(UTC)).total_seconds() + 0.1):
+                return
+            try:
+                fill_warehouse(self.database_url, self.emulator_url, minute)
+            except Exception as error:  # noqa: BLE001 - reported by main(), after the load
+                self.error = error
+                return
+            self.lags.append((datetime.now(UTC) - minute).total_seconds())
 
 
 def serve(servers: Stack, app: str, port: int, workers: int) -> int:
@@ -109,38 +154,45 @@ def group_cpu_seconds(group: int) -> float:
     return total / CLOCK_TICKS
 
 
-def capture(url: str, path: Path) -> None:
-    """The real answer, byte for byte, for the baselines to replay (the Date header is the server's)."""
-    response = httpx.get(url, headers={"Accept-Encoding": "identity"})
-    response.raise_for_status()
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw if k.lower() != b"date"]
-    path.write_text(json.dumps({"status": response.status_code, "headers": headers, "body": response.content.hex()}))
+def url(case: Case, server: str) -> str:
+    """Where `server` ("real", "raw" or "bare") answers the case's request."""
+    path = case.path if server == "real" else f"/{case.key}{case.path.removeprefix('/')}"
+    return f"http://127.0.0.1:{PORTS[server, case.workers]}{path}"
 
 
-def check(target: Target) -> int:
-    """The target answers what its name says; returns the size of the body on the wire."""
-    with httpx.Client(headers={"Accept-Encoding": "identity"}) as client:
-        request = client.build_request("GET", f"http://127.0.0.1:{target.port}{target.path}", headers=target.headers)
-        response = client.send(request, stream=True)
+def wire(url: str, headers: dict[str, str]) -> Answer:
+    """(status, headers but Date and Server, which each uvicorn adds itself, the body as sent)."""
+    with httpx.Client(headers={"Accept-Encoding": "identity"}) as client:  # wrk asks for no encoding
+        response = client.send(client.build_request("GET", url, headers=headers), stream=True)
         body = b"".join(response.iter_raw())
-    expected = 304 if "If-None-Match" in target.headers else 200
-    encoding = "gzip" if target.headers.get("Accept-Encoding") == "gzip" and expected == 200 else None
-    if response.status_code != expected or response.headers.get("content-encoding") != encoding:
-        raise RuntimeError(f"{target.name}: {response.status_code} {response.headers}")
-    return len(body)
+    kept = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw if k.lower() not in ADDED]
+    return Answer(response.status_code, kept, body)
 
 
-def wrk(target: Target, seconds: int, threads: int, connections: int, group: int) -> Figures:
-    """One wrk run, and the CPU the server's process group spent meanwhile."""
+def check(case: Case, answer: Answer) -> int:
+    """The real answer is what the case's name says and each baseline replays it byte for byte;
+    returns the size of the body on the wire."""
+    status = 304 if "If-None-Match" in case.headers else 200
+    encoding = "gzip" if case.headers.get("Accept-Encoding") == "gzip" and status == 200 else None
+    if answer.status != status or dict((k.lower(), v) for k, v in answer.headers).get("content-encoding") != encoding:
+        raise RuntimeError(f"{case.name}: {answer.status} {answer.headers}")
+    for server in case.baselines():
+        if (replayed := wire(url(case, server), case.headers)) != answer:
+            raise RuntimeError(f"{case.name}: the {server} baseline sent {replayed[:2]}, not {answer[:2]}")
+    return len(answer.body)
+
+
+def wrk(case: Case, server: str, seconds: int, args: argparse.Namespace, group: int) -> Figures:
+    """One wrk run against `server` with the case's request, and the CPU the server's process group spent."""
     cpu = group_cpu_seconds(group)
-    headers = [arg for name, value in target.headers.items() for arg in ("-H", f"{name}: {value}")]
+    headers = [arg for name, value in case.headers.items() for arg in ("-H", f"{name}: {value}")]
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *headers,
-         f"http://127.0.0.1:{target.port}{target.path}"],
+        ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--latency", *headers,
+         url(case, server)],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     if "Non-2xx" in out or "Socket errors" in out:
-        raise RuntimeError(f"{target.name} answered errors under load:\n{out}")
+        raise RuntimeError(f"{case.name} ({server}) answered errors under load:\n{out}")
     cpu = group_cpu_seconds(group) - cpu
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -152,24 +204,25 @@ def wrk(target: Target, seconds: int, threads: int, connections: int, group: int
     return Figures(rps, percentile("50"), percentile("99"), cpu / requests * 1e6)
 
 
-def targets(minute: datetime, etag: str) -> list[Target]:
-    past = f"/?limit=200&datetime={minute.strftime('%Y-%m-%dT%H:%MZ')}"
+def past_path(minute: datetime) -> str:
+    return f"/?limit=200&datetime={minute.strftime('%Y-%m-%dT%H:%MZ')}"
+
+
+def cases(minute: datetime, etag: str) -> list[Case]:
+    """The real requests measured; `etag` is the past minute's identity JSON's, for the 304 row."""
+    past = past_path(minute)
     now = "/?limit=200"
-    rows = [
-        Target("raw ASGI app, same bytes", RAW, "/", {}, "raw"),
-        Target("bare FastAPI route, same bytes", BARE, "/", {}, "raw"),
-    ]
+    requests = []
     for fmt, suffix in (("JSON", ""), ("CSV", "&format=csv")):
         for when, path in (("past minute", past), ("now", now)):
-            rows.append(Target(f"{fmt} {when}", API, path + suffix, {}, "raw"))
-            rows.append(Target(f"{fmt} {when}, gzip", API, path + suffix, GZIP, "raw"))
-    rows.append(Target("304 revalidation (JSON past minute)", API, past, {"If-None-Match": etag}, "raw"))
-    rows += [
-        Target("raw ASGI app, 2 workers", RAW_2, "/", {}, "raw, 2 workers"),
-        Target("JSON past minute, 2 workers", API_2, past, {}, "raw, 2 workers"),
-        Target("CSV now, gzip, 2 workers", API_2, now + "&format=csv", GZIP, "raw, 2 workers"),
+            for encoding, headers in (("", {}), (", gzip", GZIP)):
+                requests.append((f"{fmt} {when}{encoding}", path + suffix, headers, 1))
+    requests += [
+        ("304 revalidation (JSON past minute)", past, {"If-None-Match": etag}, 1),
+        ("JSON past minute, 2 workers", past, {}, 2),
+        ("CSV now, gzip, 2 workers", now + "&format=csv", GZIP, 2),
     ]
-    return rows
+    return [Case(name, f"case{i}", path, headers, workers) for i, (name, path, headers, workers) in enumerate(requests)]
 
 
 def main() -> None:
@@ -185,56 +238,77 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "LOG_CONSOLE": "false", "API_TOLERANCE_MINUTES": "120"}
         env["DATABASE_URL"] = database_url = f"sqlite:///{data}/warehouse.db"
-        env["BENCH_ANSWER_FILE"] = answer_file = str(Path(data) / "answer.json")
-        emulator = Stack(env, with_emulator=False, quiet=True)
-        emulator.spawn(sys.executable, "-m", "emulator", "--port", str(EMULATOR_PORT))
-        try:
-            wait_until_up(f"http://127.0.0.1:{EMULATOR_PORT}/_emulator/health", 30)
-            minute = fill_warehouse(database_url, f"http://127.0.0.1:{EMULATOR_PORT}")
-        finally:
-            emulator.stop()
-
+        env["BENCH_ANSWERS_FILE"] = answers_file = str(Path(data) / "answers.json")
+        emulator_url = f"http://127.0.0.1:{EMULATOR_PORT}"
         servers = Stack(env, with_emulator=False, quiet=True)
+        writer = MinuteWriter(database_url, emulator_url)
         try:
-            groups = {API: serve(servers, "api.main:app", API, 1), API_2: serve(servers, "api.main:app", API_2, 2)}
-            past = f"http://127.0.0.1:{API}/?limit=200&datetime={minute.strftime('%Y-%m-%dT%H:%MZ')}"
-            capture(past, Path(answer_file))
-            etag = httpx.get(past, headers={"Accept-Encoding": "identity"}).headers["etag"]
-            groups[RAW] = serve(servers, "bench.api_baselines:raw_app", RAW, 1)
-            groups[BARE] = serve(servers, "bench.api_baselines:fastapi_app", BARE, 1)
-            groups[RAW_2] = serve(servers, "bench.api_baselines:raw_app", RAW_2, 2)
-            rows = targets(minute, etag)
-            sizes = {row.name: check(row) for row in rows}
-            for row in rows:  # warm caches, the fast path's validated queries and the interpreter
-                wrk(row, 2, args.threads, args.connections, groups[row.port])
-            results: dict[str, list[Figures]] = {row.name: [] for row in rows}
+            servers.spawn(sys.executable, "-m", "emulator", "--port", str(EMULATOR_PORT))
+            wait_until_up(f"{emulator_url}/_emulator/health", 30)
+            Warehouse(database_url).upgrade()
+            minute = this_minute()
+            fill_warehouse(database_url, emulator_url, minute)
+            writer.start()
+            groups = {("real", w): serve(servers, "api.main:app", PORTS["real", w], w) for w in (1, 2)}
+            past_json = wire(f"http://127.0.0.1:{PORTS['real', 1]}{past_path(minute)}", {})
+            rows = cases(minute, etag=dict(past_json.headers)["etag"])
+            answers = {case.key: wire(url(case, "real"), case.headers) for case in rows}
+            Path(answers_file).write_text(json.dumps({key: answer.to_json() for key, answer in answers.items()}))
+            for server, workers in (("raw", 1), ("bare", 1), ("raw", 2)):
+                app = "bench.api_baselines:raw_app" if server == "raw" else "bench.api_baselines:fastapi_app"
+                groups[server, workers] = serve(servers, app, PORTS[server, workers], workers)
+            sizes = {case.name: check(case, answers[case.key]) for case in rows}
+            runs = [(case, server) for case in rows for server in (*case.baselines(), "real")]
+            for case, server in runs:  # warm caches, the fast path's validated queries and the interpreter
+                wrk(case, server, 2, args, groups[server, case.workers])
+            results: dict[tuple[str, str], list[Figures]] = {(case.name, server): [] for case, server in runs}
             for _ in range(args.rounds):
-                for row in rows:
-                    results[row.name].append(wrk(row, args.seconds, args.threads, args.connections, groups[row.port]))
+                for case, server in runs:
+                    figures = wrk(case, server, args.seconds, args, groups[server, case.workers])
+                    results[case.name, server].append(figures)
         finally:
+            writer.stopped.set()
+            writer.join()
             servers.stop()
-    report(rows, sizes, results, args)
+    if writer.error is not None:
+        raise RuntimeError('storing the current minute failed: the "now" rows served stand-ins') from writer.error
+    report(rows, sizes, results, args, writer.lags)
 
 
-def report(rows: list[Target], sizes: dict[str, int], results: dict[str, list[Figures]], args) -> None:
-    baselines = {row.baseline: results[row.name] for row in rows if row.port in (RAW, RAW_2)}
+def report(
+    rows: list[Case], sizes: dict[str, int], results: dict[tuple[str, str], list[Figures]], args, lags: list[float]
+) -> None:
     print(f"uvicorn {uvicorn.__version__} (httptools, uvloop); wrk -t{args.threads} -c{args.connections}; "
-          f"{args.rounds} alternating rounds x {args.seconds} s per row; medians; ratios against the raw app "
-          f"of the same round")  # fmt: skip
-    print(f"{'route':38} {'bytes':>6} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10} "
-          f"{'req/s vs raw':>12} {'p99 vs raw':>10} {'CPU vs raw':>10}")  # fmt: skip
-    for row in rows:
-        runs, base = results[row.name], baselines[row.baseline]
-        rps, p50, p99, cpu = (statistics.median(run[i] for run in runs) for i in range(4))
-        rps_ratio = statistics.median(run.rps / ref.rps for run, ref in zip(runs, base, strict=True))
-        p99_ratio = statistics.median(run.p99 / ref.p99 for run, ref in zip(runs, base, strict=True))
-        cpu_ratio = statistics.median(run.cpu_us / ref.cpu_us for run, ref in zip(runs, base, strict=True))
-        verdict = (
-            "" if row.port in (RAW, RAW_2) else "meets" if rps_ratio >= GOAL_RPS and p99_ratio <= GOAL_P99 else "MISSES"
+          f"{args.rounds} alternating rounds x {args.seconds} s per server and row; medians; each row against "
+          f"baselines replaying its own answer, ratios within the same round")  # fmt: skip
+    print(f"{'':44} {'':6} {'req/s':>17} {'':6} {'p99 ms':>17} {'':6} {'CPU us/req':>13} {'bare FastAPI':>15}")
+    print(f"{'row':38} {'bytes':>6} {'real':>7} {'raw':>7} {'ratio':>6} {'real':>7} {'raw':>7} {'ratio':>6} "
+          f"{'real':>6} {'raw':>6} {'req/s':>7} {'p99':>7}")  # fmt: skip
+    for case in rows:
+        real, raw = results[case.name, "real"], results[case.name, "raw"]
+        rps, p99, cpu = (median(real, field) for field in ("rps", "p99", "cpu_us"))
+        raw_rps, raw_p99, raw_cpu = (median(raw, field) for field in ("rps", "p99", "cpu_us"))
+        rps_ratio, p99_ratio = ratio(real, raw, "rps"), ratio(real, raw, "p99")
+        bare = results.get((case.name, "bare"))
+        bare_columns = (
+            f"{ratio(bare, raw, 'rps'):7.0%} {ratio(bare, raw, 'p99'):6.2f}x" if bare else f"{'-':>7} {'-':>7}"
         )
-        print(f"{row.name:38} {sizes[row.name]:6} {rps:7.0f} {p50:7.2f} {p99:7.2f} {cpu:10.1f} "
-              f"{rps_ratio:12.0%} {p99_ratio:9.2f}x {cpu_ratio:9.2f}x  {verdict}")  # fmt: skip
-    print(f"goal: real routes >= {GOAL_RPS:.0%} of the raw app's req/s and p99 <= {GOAL_P99:.0f}x its p99")
+        verdict = "meets" if rps_ratio >= GOAL_RPS and p99_ratio <= GOAL_P99 else "MISSES"
+        print(f"{case.name:38} {sizes[case.name]:6} {rps:7.0f} {raw_rps:7.0f} {rps_ratio:6.0%} {p99:7.2f} "
+              f"{raw_p99:7.2f} {p99_ratio:5.2f}x {cpu:6.1f} {raw_cpu:6.1f} {bare_columns}  {verdict}")  # fmt: skip
+    print(f"goal: each real row >= {GOAL_RPS:.0%} of its raw baseline's req/s and p99 <= {GOAL_P99:.0f}x its p99")
+    if lags:
+        print(f'"now": {len(lags)} minutes stored during the run, {statistics.median(lags):.1f} s after each began '
+              f"(median); before that a minute's \"now\" is the minute before")  # fmt: skip
+
+
+def median(runs: list[Figures], field: str) -> float:
+    return statistics.median(getattr(run, field) for run in runs)
+
+
+def ratio(runs: list[Figures], baseline: list[Figures], field: str) -> float:
+    """The median over the rounds of the ratio to the baseline's run in the same round."""
+    return statistics.median(getattr(run, field) / getattr(ref, field) for run, ref in zip(runs, baseline, strict=True))
 
 
 if __name__ == "__main__":
