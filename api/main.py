@@ -29,11 +29,16 @@ log = logging.getLogger(__name__)
 
 
 def engine_options(settings: Settings) -> dict:
-    """Pool and deadlines: a dead database must fail fast, never hang a request."""
+    """Pool and deadlines: a dead database must fail fast, never hang a request.
+
+    No pre-ping: it is a round trip on every checkout, as many as the lookup itself. A lookup
+    that finds its connection dropped retries once on a new one (`Warehouse.read`); another call
+    that does answers 503 once, and the pool is renewed for the next."""
     if settings.database_url.startswith("sqlite"):
         return {}
     timeout = settings.api_db_timeout_seconds
     return {
+        "pool_pre_ping": False,
         "pool_size": 10,
         "max_overflow": 10,
         "pool_timeout": timeout,

@@ -278,8 +278,10 @@ class ToplistService:
         self.policy = RequestPolicy.from_settings(settings)
         self.tolerance = timedelta(minutes=settings.api_tolerance_minutes) + timedelta(minutes=1)
         self.bodies: LRUCache = LRUCache(maxsize=max(1, settings.api_cache_entries))
-        self.resolved: TTLCache = TTLCache(maxsize=4096, ttl=RESOLVE_SECONDS)  # minute -> (snapshot, looked up at)
-        # (ToplistQuery, format) -> Resolved; each holds a rendered body, so API_CACHE_ENTRIES bounds them too
+        # Each of these holds a rendered body, so API_CACHE_ENTRIES bounds them too.
+        # (minute, limit, format) -> (Snapshot, Rendered, looked up at) | None; a new snapshot may land any second
+        self.lookups: TTLCache = TTLCache(maxsize=min(MEMO_ENTRIES, self.bodies.maxsize), ttl=RESOLVE_SECONDS)
+        # (ToplistQuery, format) -> Resolved
         self.resolutions = Memo(min(MEMO_ENTRIES, self.bodies.maxsize))
         self.queries = Memo(MEMO_ENTRIES)  # raw query string -> the ToplistQuery FastAPI validated from it
 
@@ -326,22 +328,24 @@ class ToplistService:
                 del cache[key]
             raise
 
-    async def snapshot_for(self, minute: datetime) -> tuple[Snapshot | None, float]:
-        """The snapshot serving `minute` and when it was looked up (time.monotonic): what is served
-        from it counts its age from the lookup, not from when a later query reused it."""
+    async def served(self, minute: datetime, limit: int, fmt: str) -> tuple[Snapshot, Rendered, float] | None:
+        """The snapshot serving `minute`, its rendered body, and when it was looked up (time.monotonic):
+        one database query, kept a second. What is served from it counts its age from the lookup,
+        not from when a later query reused it."""
 
-        async def lookup() -> tuple[Snapshot | None, float]:
+        async def lookup() -> tuple[Snapshot, Rendered, float] | None:
             looked_up = time.monotonic()
-            return await self.db(self.store.snapshot_at_or_before, minute, self.tolerance), looked_up
+            found = await self.db(self.store.served_at_or_before, minute, self.tolerance, limit)
+            if found is None:
+                return None
+            snapshot = found.snapshot
+            key = (snapshot.minute, snapshot.created_at, minute if fmt == "json" else None, limit, fmt)
+            rendered = self.bodies.get(key)
+            if rendered is None:  # snapshots are immutable: render and compress once per version
+                rendered = self.bodies[key] = render(snapshot, minute, found.rows, fmt)
+            return snapshot, rendered, looked_up
 
-        return await self.single_flight(self.resolved, minute, lookup)
-
-    async def body(self, snapshot: Snapshot, requested: datetime, limit: int, fmt: str) -> Rendered:
-        async def compute() -> Rendered:
-            return render(snapshot, requested, await self.db(self.store.snapshot_rows, snapshot.minute, limit), fmt)
-
-        key = (snapshot.minute, snapshot.created_at, requested if fmt == "json" else None, limit, fmt)
-        return await self.single_flight(self.bodies, key, compute)
+        return await self.single_flight(self.lookups, (minute, limit, fmt), lookup)
 
     async def resolve(self, query: ToplistQuery, fmt: str) -> Resolved:
         """Which snapshot serves the query now (422 for a future moment, NotStored for none)."""
@@ -350,10 +354,10 @@ class ToplistService:
         if requested > now + timedelta(seconds=1):
             raise ProblemError(422, "Invalid parameter", f"datetime: {minute_url(requested)} is in the future")
         minute = minute_of(requested)
-        snapshot, looked_up = await self.snapshot_for(minute)
-        if snapshot is None:
+        served = await self.served(minute, query.limit, fmt)
+        if served is None:
             raise NotStored(minute)
-        rendered = await self.body(snapshot, minute, query.limit, fmt)
+        snapshot, rendered, looked_up = served
         until = looked_up + RESOLVE_SECONDS
         if query.moment is None:  # "now" moves to the next minute at its start
             until = min(until, clock + (minute + timedelta(minutes=1) - now).total_seconds())

@@ -6,8 +6,8 @@ Creates a scratch database next to the one in --url (TEST_POSTGRES_URL by defaul
 it to the production schema, and fills it in SQL (generate_series, no Python in the loop)
 with a synthetic year: 525,600 snapshots of 200 assets in exactly the bytes the pipeline
 writes (big-endian arrays, as `warehouse.schema.PackedArray` packs them). Then it times what
-`GET /?datetime=` asks of the database, through the real read functions
-(`snapshot_at_or_before` + `snapshot_rows`), for random past minutes and for "now", against
+`GET /?datetime=` asks of the database, through the API's read function (`served_at_or_before`:
+one query on one pooled connection) and the API's engine options, for random past minutes and for "now", against
 a pooled `SELECT 1` measured in the same run, interleaved. Prints median and p99, and the table's
 bytes per minute. Goal: p99 <= 10 ms and median <= 2 ms. Drops the scratch database at the end
 unless --keep.
@@ -26,6 +26,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from api.main import engine_options
+from common.settings import Settings
 from warehouse.store import Warehouse
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -110,7 +112,7 @@ def main() -> None:
     url = make_url(args.url).set(database=name).render_as_string(hide_password=False)
     first = datetime(2025, 11, 1, tzinfo=UTC)
     try:
-        store = Warehouse(url)
+        store = Warehouse(url, **engine_options(Settings(database_url=url)))  # pooled as the API pools
         if not args.reuse:
             load(store, url, first, args)
         tolerance = timedelta(minutes=2)
@@ -118,9 +120,8 @@ def main() -> None:
         rng = random.Random(13)
 
         def serve(moment: datetime) -> None:
-            snapshot = store.snapshot_at_or_before(moment, tolerance)
-            rows = store.snapshot_rows(snapshot.minute, args.depth)
-            assert len(rows) == args.depth, len(rows)
+            served = store.served_at_or_before(moment, tolerance, args.depth)
+            assert len(served.rows) == args.depth, len(served.rows)
 
         def past() -> None:
             serve(first + timedelta(minutes=rng.randrange(args.minutes), seconds=rng.randrange(60)))
@@ -129,8 +130,7 @@ def main() -> None:
             serve(last + timedelta(seconds=30))
 
         def baseline() -> None:  # what every read pays at least: a pooled checkout and one round trip
-            with store.engine.connect() as conn:
-                conn.execute(text("SELECT 1")).scalar_one()
+            store.read(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
 
         kinds = {"baseline: checkout + SELECT 1": baseline, f"random past minute ({args.depth} rows)": past,
                  f'"now", the newest minute ({args.depth} rows)': now}  # fmt: skip

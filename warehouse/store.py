@@ -8,17 +8,18 @@ merged minute is stored as one row holding its top list (see `warehouse.schema`)
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, and_, case, create_engine, delete, event, func, insert, or_, select, text
+from sqlalchemy import Connection, Engine, and_, case, create_engine, delete, event, func, insert, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from warehouse.migrate import alembic_config
 from warehouse.migrate import upgrade as upgrade_to_head
@@ -35,6 +36,8 @@ PRICED_RANKING = and_(prices.c.minute == rankings.c.minute, prices.c.cmc_id == r
 # minute of a long window (a day's prune, a week's chunk) exhausted ("out of shared memory").
 MINUTE_LOCK_NAMESPACE = 0x746F70
 LOCK_MINUTES = 60
+ONE_MINUTE = timedelta(minutes=1)
+T = TypeVar("T")
 LOCK_HOURS = text("SELECT count(pg_advisory_xact_lock(:namespace, h)) FROM generate_series(:first, :last) AS h")
 
 
@@ -74,6 +77,15 @@ class Snapshot:
 
 
 SNAPSHOT_FIELDS = [snapshots.c[name] for name in Snapshot.__dataclass_fields__]
+TOP_LIST_FIELDS = [snapshots.c.cmc_ids, snapshots.c.prices_usd, snapshots.c.volumes_24h_usd]
+
+
+@dataclass(frozen=True)
+class Served:
+    """A snapshot and its served rows by rank: the answer to a lookup."""
+
+    snapshot: Snapshot
+    rows: list[dict]
 
 
 @dataclass
@@ -126,7 +138,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, **{"pool_pre_ping": True, **kwargs})
 
 
 def _dialect_insert(engine: Engine, table):
@@ -187,6 +199,9 @@ class Warehouse:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self._writer = self.engine.execution_options(writes=True)
+        # Postgres: reads without BEGIN/ROLLBACK (SQLite's transactions cost no round trip).
+        postgres = self.engine.dialect.name == "postgresql"
+        self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT") if postgres else self.engine
         self.requests = BackfillRequests(self.engine, self._writer)
         self._names = AssetNames()
 
@@ -451,45 +466,69 @@ class Warehouse:
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
 
-    def snapshot_at_or_before(self, moment: datetime, tolerance: timedelta) -> Snapshot | None:
-        """The newest snapshot in (moment - tolerance, moment]: one index lookup."""
+    def served_at_or_before(self, moment: datetime, tolerance: timedelta, limit: int) -> Served | None:
+        """The newest snapshot in (moment - tolerance, moment] with its first `limit` rows by rank.
+
+        What `GET /` asks of the database: one index lookup, one statement, one pooled connection."""
         query = (
-            select(*SNAPSHOT_FIELDS)
+            select(*SNAPSHOT_FIELDS, *TOP_LIST_FIELDS)
             .where(snapshots.c.minute <= moment, snapshots.c.minute > moment - tolerance)
             .order_by(snapshots.c.minute.desc())
             .limit(1)
         )
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        return Snapshot(**row._mapping) if row else None
 
-    def latest_snapshot(self) -> Snapshot | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(*SNAPSHOT_FIELDS).order_by(snapshots.c.minute.desc()).limit(1)).first()
-        return Snapshot(**row._mapping) if row else None
+        def lookup(conn) -> Served | None:
+            row = conn.execute(query).first()
+            if row is None:
+                return None
+            snapshot = Snapshot(*row[: len(SNAPSHOT_FIELDS)])
+            ids, prices_usd, volumes = (column[:limit] for column in row[len(SNAPSHOT_FIELDS) :])
+            names = self._names.of(conn, ids)
+            rows = [
+                {
+                    "rank": rank,
+                    "symbol": names[cmc_id][0],
+                    "name": names[cmc_id][1],
+                    "cmc_id": cmc_id,
+                    "price_usd": price,
+                    "volume_24h_usd": volume,
+                }  # fmt: skip
+                for rank, (cmc_id, price, volume) in enumerate(zip(ids, prices_usd, volumes, strict=True), start=1)
+            ]
+            return Served(snapshot, rows)
+
+        return self.read(lookup)
+
+    def snapshot_at_or_before(self, moment: datetime, tolerance: timedelta) -> Snapshot | None:
+        """The newest snapshot in (moment - tolerance, moment]."""
+        served = self.served_at_or_before(moment, tolerance, 0)
+        return served.snapshot if served else None
 
     def snapshot_rows(self, minute: datetime, limit: int) -> list[dict]:
-        """The served rows of one snapshot, by rank: one primary-key lookup; names from `AssetNames`."""
-        top_list = select(snapshots.c.cmc_ids, snapshots.c.prices_usd, snapshots.c.volumes_24h_usd).where(
-            snapshots.c.minute == minute
-        )
-        with self.engine.connect() as conn:
-            stored = conn.execute(top_list).first()
-            if stored is None:
-                return []
-            ids, prices_usd, volumes = (column[:limit] for column in stored)
-            names = self._names.of(conn, ids)
-        return [
-            {
-                "rank": rank,
-                "symbol": names[cmc_id][0],
-                "name": names[cmc_id][1],
-                "cmc_id": cmc_id,
-                "price_usd": price,
-                "volume_24h_usd": volume,
-            }  # fmt: skip
-            for rank, (cmc_id, price, volume) in enumerate(zip(ids, prices_usd, volumes, strict=True), start=1)
-        ]
+        """The served rows of the snapshot of `minute` by rank (none if it is not stored)."""
+        served = self.served_at_or_before(minute, ONE_MINUTE, limit)
+        return served.rows if served and served.snapshot.minute == minute else []
+
+    def latest_snapshot(self) -> Snapshot | None:
+        query = select(*SNAPSHOT_FIELDS).order_by(snapshots.c.minute.desc()).limit(1)
+        row = self.read(lambda conn: conn.execute(query).first())
+        return Snapshot(*row) if row else None
+
+    def read(self, work: Callable[[Connection], T]) -> T:
+        """Reads on one pooled connection outside a transaction: a single statement needs none, and
+        BEGIN and the ROLLBACK at check-in would be two more round trips on Postgres.
+
+        Engines made with `pool_pre_ping=False` (the API's) find a dropped connection (a restarted
+        database) by using it; SQLAlchemy then invalidates every pooled connection, and the read
+        is tried once more on a new one, so the caller never sees the stale connection."""
+        try:
+            with self._reader.connect() as conn:
+                return work(conn)
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+        with self._reader.connect() as conn:
+            return work(conn)
 
     def ranked_near(self, minute: datetime, limit: int) -> list[dict]:
         """The stored ranking nearest to `minute`, best rank first (candidates for a past minute)."""

@@ -67,7 +67,8 @@ class Relay:
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_database_down_is_a_fast_503_and_recovers(api, database_url, postgres_url):
-    """Postgres only: an embedded SQLite file has no connection to lose."""
+    """Postgres only: an embedded SQLite file has no connection to lose. The API pings no connection
+    before using it, so the lookup that finds one dropped retries on a new one."""
     server_url = make_url(postgres_url)
     relay = Relay((server_url.host, server_url.port or 5432))
     relay.open()
@@ -87,7 +88,11 @@ def test_database_down_is_a_fast_503_and_recovers(api, database_url, postgres_ur
         relay.open()
         time.sleep(0.2)
         recovered = server.get("/", params={**params, "limit": 7})
+        relay.cut()  # restarted while no request came: every pooled connection is dead, nothing noticed it
+        relay.open()
+        after_restart = server.get("/", params={**params, "limit": 8})
     assert down.status_code == 503 and down.headers["content-type"] == "application/problem+json"
     assert "Retry-After" in down.headers and elapsed < 5
     assert ready.status_code == 503
     assert recovered.status_code == 200 and recovered.json()["count"] == 7
+    assert after_restart.status_code == 200 and after_restart.json()["count"] == 8  # no pre-ping, no 503 either
