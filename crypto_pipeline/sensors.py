@@ -31,6 +31,9 @@ from crypto_pipeline.schedules import backfill_snapshots_job
 from warehouse.requests import CANCELED_ERROR, NO_DATA_ERROR, BackfillRequest, BackfillRequests, Status
 
 REQUEST_TAG = "crypto_toplist/backfill_request"  # its value: the run key the request was submitted under
+# Dagster tags every sensor run with its run key, and a run retry inherits it. Runs are found by
+# this tag: runs launched before migration 0003 carry REQUEST_TAG "true", but their key here too.
+RUN_KEY_TAG = "dagster/run_key"
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 # Every sensor tick costs the daemon and the code server CPU (measured: three sensors at 10 s
@@ -59,8 +62,8 @@ def nearby_ranges(minutes: Iterable[datetime], max_length: int, max_gap: int = 0
 def newest_runs(instance: dg.DagsterInstance, run_keys: Iterable[str]) -> dict[str, dg.DagsterRun]:
     """The newest run carrying each request key (a run retry inherits its parent's tags)."""
     newest: dict[str, dg.RunRecord] = {}
-    for record in instance.get_run_records(dg.RunsFilter(tags={REQUEST_TAG: sorted(run_keys)})):
-        key = record.dagster_run.tags[REQUEST_TAG]
+    for record in instance.get_run_records(dg.RunsFilter(tags={RUN_KEY_TAG: sorted(run_keys)})):
+        key = record.dagster_run.tags[RUN_KEY_TAG]
         if key not in newest or record.create_timestamp > newest[key].create_timestamp:
             newest[key] = record
     return {key: record.dagster_run for key, record in newest.items()}

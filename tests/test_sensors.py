@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 
 from common.settings import Settings
 from crypto_pipeline import sensors
@@ -16,6 +17,7 @@ from crypto_pipeline.sensors import RANGE_END, RANGE_START, REQUEST_TAG, build_b
 from tests.api.conftest import ApiServer, seed_snapshot
 from tests.assets.test_pipeline import ASSETS, resources
 from warehouse.requests import CANCELED_ERROR, NO_DATA_ERROR, RequestPolicy
+from warehouse.schema import UTCDateTime
 from warehouse.store import Warehouse
 
 BASE = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -228,3 +230,33 @@ def test_a_burst_of_10000_requests_never_exceeds_the_bound(database_url):
             assert len(result.run_requests) <= 50
             runs, ticks = runs + len(result.run_requests), ticks + 1
     assert runs == bound and ticks == bound // 50
+
+
+def test_requests_launched_before_migration_0003_follow_their_old_runs(database_url, dagster_instance, monkeypatch):
+    """Before 0003 `launched` meant "run key handed over", with the key in `run_id`, and runs carried
+    the request tag "true". After the upgrade such a request waits on its old run like any submitted
+    one (no second run), and mixes with new keys in the same tick."""
+    store = Warehouse(database_url)
+    store.migrate("downgrade", "0002")
+    old_key, lost_key = "backfill-2026-11-20-12:00...2026-11-20-12:00", "backfill-2026-11-20-12:05...2026-11-20-12:05"
+    old_row = {"status": "launched", "requested_at": BASE, "updated_at": datetime.now(UTC), "error": None}
+    with store.engine.begin() as conn:
+        columns = [sa.column(c, UTCDateTime) for c in ("minute", "requested_at", "updated_at")]
+        columns += [sa.column(c) for c in ("status", "run_id", "error")]
+        conn.execute(sa.insert(sa.table("backfill_requests", *columns)),
+                     [{"minute": BASE, "run_id": old_key, **old_row},
+                      {"minute": BASE + timedelta(minutes=5), "run_id": lost_key, **old_row}])  # fmt: skip
+    store.upgrade()
+    old_run = create_run(dagster_instance, dg.RunRequest(run_key=old_key, tags={REQUEST_TAG: "true"}))
+    store.requests.ask(BASE + timedelta(minutes=10), POLICY)  # a new request: a new key in the same ticks
+
+    (new,) = tick(database_url, dagster_instance).run_requests
+    assert new.tags[RANGE_START] == "2026-11-20-12:10"  # nothing relaunched for the old requests
+    migrated = store.requests.get(BASE)
+    assert (migrated.status, migrated.run_id, migrated.attempts) == ("launched", old_run.run_id, 1)
+    waiting = store.requests.get(BASE + timedelta(minutes=5))
+    assert (waiting.status, waiting.run_key, waiting.attempts) == ("requested", lost_key, 1)
+    create_run(dagster_instance, new)
+    monkeypatch.setattr(sensors, "LAUNCH_GRACE", timedelta(0))  # the old run was pruned: launch it anew
+    (again,) = tick(database_url, dagster_instance).run_requests
+    assert again.tags[RANGE_START] == "2026-11-20-12:05" and store.requests.get(BASE).status == "launched"

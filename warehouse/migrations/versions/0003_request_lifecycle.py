@@ -23,6 +23,22 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("submitted_at", warehouse.schema.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("permanent", sa.Boolean(), server_default=sa.false(), nullable=False))
         batch_op.create_index("ix_backfill_requests_run_key", ["run_key"], unique=False)
+    # Before 0003 a request was `launched` when its run key was handed over, and `run_id` held that
+    # key. Such a request is a submitted one now: requested under that key, one attempt made. The
+    # sensor finds its run by the key (Dagster's dagster/run_key tag) or releases it after the grace.
+    requests = sa.table(
+        "backfill_requests",
+        *(sa.column(c) for c in ("status", "run_id", "run_key", "attempts")),
+        sa.column("submitted_at", warehouse.schema.UTCDateTime(timezone=True)),
+        sa.column("updated_at", warehouse.schema.UTCDateTime(timezone=True)),
+    )
+    op.execute(
+        requests.update()
+        .where(requests.c.status == "launched")
+        .values(status="requested", run_key=requests.c.run_id, run_id=None, submitted_at=requests.c.updated_at,
+                attempts=1)  # fmt: skip
+    )
+    op.execute(requests.update().where(requests.c.status == "failed").values(attempts=1))
 
 
 def downgrade() -> None:
