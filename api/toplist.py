@@ -66,7 +66,9 @@ class BackfillStatus(BaseModel):
     permanent: bool = Field(
         default=False, description="Failed for a reason a retry cannot fix (the upstream plan, an API key)."
     )
-    attempts: int = Field(description="Runs made for this minute so far.")
+    attempts: int = Field(
+        description="Runs made for this minute so far (the attempt after a permanent failure starts a new count)."
+    )
     max_attempts: int
     next_attempt_at: datetime | None = Field(
         default=None, description="Failed: from when asking for the minute again queues another attempt."
@@ -464,16 +466,17 @@ async def missing_snapshot(service: ToplistService, minute: datetime, is_now: bo
     if request is None:
         detail = f"{settings.backfill_max_pending} backfills are pending; try again later."
         raise ProblemError(429, "Too many backfill requests", detail, retry)
-    if (next_attempt := service.policy.next_attempt(request)) is not None:  # asking earlier changes nothing
-        wait = (next_attempt - datetime.now(UTC)).total_seconds()
-        retry["Retry-After"] = str(max(1, math.ceil(wait)))
+    if request.status == Status.FAILED:  # asking earlier changes nothing: say when it will, if ever
+        retry = {}
+        if next_attempt := service.policy.next_attempt(request):
+            retry["Retry-After"] = str(max(1, math.ceil((next_attempt - datetime.now(UTC)).total_seconds())))
     body = status_of(request, service.policy).model_dump_json().encode()
     headers = {**retry, "Location": f"/backfills/{minute_url(minute)}", "Cache-Control": "no-store"}
     return Response(body, status_code=202, media_type="application/json", headers=headers)
 
 
 def next_step(request: BackfillRequest, policy: RequestPolicy) -> str:
-    attempt = f"attempt {request.attempts + 1} of {policy.max_attempts}"
+    attempt = f"attempt {1 if request.permanent else request.attempts + 1} of {policy.max_attempts}"
     if request.status == Status.REQUESTED:
         current = request.attempts if request.run_key else request.attempts + 1  # handed over: counted
         return f"Waiting for a run (attempt {current} of {policy.max_attempts})."

@@ -6,8 +6,8 @@ from Dagster's run records, the merge settles).
               ▲  ▲               (run key,    (Dagster   │  │                  ▲
               │  │                no run yet)  made the  │  └─fail──► failed ──┘ succeed (any
               │  └──────release (never created)─┘ run)   │             │         run stored it)
-              │  └──────requeue (run record gone, or stuck on a new ask)┘             │
-              └────────────────────── ask again (after the backoff, attempts left) ──┘
+              │  └──────requeue (the run's record is gone)┘            │
+              └── ask again (backoff over; attempts left or permanent)─┘
 
 Every transition is one guarded UPDATE (`WHERE status IN <its sources>`), so an illegal move
 (a succeeded minute turned into a failure by a late run-status report, say) cannot happen.
@@ -44,7 +44,7 @@ class Status(StrEnum):
 OPEN = (Status.REQUESTED, Status.LAUNCHED)
 # transition -> (the states it may start from, the state it leads to); None = no row yet.
 TRANSITIONS: dict[str, tuple[tuple[Status | None, ...], Status]] = {
-    "ask": ((None, Status.FAILED, Status.REQUESTED, Status.LAUNCHED), Status.REQUESTED),
+    "ask": ((None, Status.FAILED), Status.REQUESTED),
     "submit": ((Status.REQUESTED,), Status.REQUESTED),
     "release": ((Status.REQUESTED,), Status.REQUESTED),
     "launch": ((Status.REQUESTED,), Status.LAUNCHED),
@@ -74,12 +74,11 @@ class BackfillRequest:
 
 @dataclass(frozen=True)
 class RequestPolicy:
-    """How many requests may be open, and how failed or stuck ones get another attempt."""
+    """How many requests may be open, and how failed ones get another attempt."""
 
     max_pending: int = 1000
     max_attempts: int = 5
     backoff: timedelta = timedelta(minutes=1)  # doubled after each failed attempt
-    stuck_after: timedelta = timedelta(minutes=30)  # in flight this long: a new ask starts over
 
     @classmethod
     def from_settings(cls, settings) -> RequestPolicy:
@@ -88,13 +87,14 @@ class RequestPolicy:
             max_pending=settings.backfill_max_pending,
             max_attempts=settings.backfill_max_attempts,
             backoff=timedelta(seconds=settings.backfill_retry_backoff_seconds),
-            stuck_after=timedelta(seconds=settings.backfill_stuck_after_seconds),
         )
 
     def next_attempt(self, request: BackfillRequest) -> datetime | None:
         """For a failed request: from when asking again queues another attempt (the backoff
-        doubles with each attempt made); None once the attempts are used up, or not failed."""
-        if request.status != Status.FAILED or request.attempts >= self.max_attempts:
+        doubles with each attempt made); None once the attempts are used up, or not failed.
+        A permanent failure (plan, key) is fixed by an operator, not by retrying: it never uses
+        up the attempts, and the attempt after it starts a new count (see `ask`)."""
+        if request.status != Status.FAILED or (request.attempts >= self.max_attempts and not request.permanent):
             return None
         return request.updated_at + self.backoff * 2 ** max(0, request.attempts - 1)
 
@@ -141,7 +141,7 @@ class BackfillRequests:
     # --- transitions ------------------------------------------------------------------------
     def ask(self, minute: datetime, policy: RequestPolicy, now: datetime | None = None) -> BackfillRequest | None:
         """The request for `minute` after someone asked for it: new, re-queued (a failed one past
-        its backoff with attempts left, or a stuck one), or as it was. None when `max_pending`
+        its backoff with attempts left), or as it was (an open one is Dagster's to settle). None when `max_pending`
         requests are already open. Serialized (an advisory lock on Postgres, a process lock
         besides), so a burst never overshoots the bound."""
         now = now or utcnow()
@@ -150,18 +150,17 @@ class BackfillRequests:
                 conn.execute(select(func.pg_advisory_xact_lock(LOCK_KEY)))
             row = conn.execute(select(backfill_requests).where(backfill_requests.c.minute == minute)).first()
             current = BackfillRequest(**row._mapping) if row else None
-            if current is not None and not self._may_start_over(current, policy, now):
+            if current is not None and not ((when := policy.next_attempt(current)) and when <= now):
                 return current
-            if current is None or current.status == Status.FAILED:  # it will count as open again
-                open_now = conn.execute(select(func.count()).where(backfill_requests.c.status.in_(OPEN))).scalar()
-                if open_now >= policy.max_pending:
-                    return None
+            open_now = conn.execute(select(func.count()).where(backfill_requests.c.status.in_(OPEN))).scalar()
+            if open_now >= policy.max_pending:  # it would count as open (again)
+                return None
             fresh = BackfillRequest(
                 minute,
                 Status.REQUESTED,
                 current.requested_at if current else now,
                 now,
-                attempts=current.attempts if current else 0,
+                attempts=current.attempts if current and not current.permanent else 0,
             )
             if current is None:
                 conn.execute(insert(backfill_requests).values(**vars(fresh)))
@@ -172,14 +171,6 @@ class BackfillRequests:
                     .values(**{k: v for k, v in vars(fresh).items() if k not in ("minute", "requested_at")})
                 )
             return fresh
-
-    @staticmethod
-    def _may_start_over(request: BackfillRequest, policy: RequestPolicy, now: datetime) -> bool:
-        if request.status == Status.FAILED:
-            return (when := policy.next_attempt(request)) is not None and when <= now
-        in_flight_since = request.submitted_at if request.status == Status.REQUESTED else request.updated_at
-        stuck = in_flight_since is not None and now - in_flight_since >= policy.stuck_after
-        return request.status in OPEN and stuck
 
     def submit(self, first: datetime, last: datetime, run_key: str, now: datetime | None = None) -> int:
         """Hand the due minutes first..last to Dagster under `run_key` (one more attempt); they stay

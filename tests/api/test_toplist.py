@@ -118,26 +118,43 @@ def test_missing_minute_requests_one_backfill_and_reports_its_status(api, store)
     assert unknown.status_code == 404 and unknown.headers["content-type"] == "application/problem+json"
 
 
+def attempt(store, minute: datetime, key: str, error: str, permanent: bool, failed_at: datetime) -> None:
+    """One attempt of the sensor and the run for a requested minute, ending failed at `failed_at`."""
+    store.requests.submit(minute, minute, key)
+    store.requests.launch(key, f"run-of-{key}")
+    store.requests.fail(key, error, permanent, failed_at)
+
+
 def test_a_failed_backfill_says_why_and_when_asking_again_queues_another_attempt(api, store):
-    minute = this_minute() - timedelta(hours=3)
+    """A permanent failure (the plan) after the transient ones used up the attempts is no dead end:
+    the answer says when the next attempt is allowed, and asking then starts a new count."""
+    minute, now = this_minute() - timedelta(hours=3), datetime.now(UTC)
+    policy = RequestPolicy(max_attempts=2, backoff=timedelta(seconds=120))
     with api(backfill_retry_backoff_seconds=120, backfill_max_attempts=2) as server:
         first = server.get("/", params={"datetime": iso(minute)})
-        store.requests.submit(minute, minute, "key-1")
-        store.requests.launch("key-1", "run-1")
-        policy = RequestPolicy(max_attempts=2, backoff=timedelta(seconds=120))
-        store.requests.fail("key-1", "coinmarketcap: plan has no historical data (CMC error 1006)", True)
+        attempt(store, minute, "key-1", "coinmarketcap: HTTP 503", False, now - timedelta(hours=1))
+        store.requests.ask(minute, policy, now - timedelta(minutes=50))
+        attempt(store, minute, "key-2", "coinmarketcap: plan has no historical data (CMC error 1006)", True, now)
         refused = server.get("/", params={"datetime": iso(minute)})
         status = server.get(first.headers["location"]).json()
-        # after the backoff, asking again queues attempt 2 of 2
-        store.requests.ask(minute, policy, datetime.now(UTC) + timedelta(seconds=121))
+        # after the backoff (doubled: the second attempt), asking again queues attempt 1 of 2 anew
+        store.requests.ask(minute, policy, now + timedelta(seconds=241))
         again = server.get(first.headers["location"]).json()
-    assert refused.status_code == 202 and 110 <= int(refused.headers["retry-after"]) <= 120
+        attempt(store, minute, "key-3", "coinmarketcap: HTTP 503", False, now - timedelta(minutes=30))
+        store.requests.ask(minute, policy, now - timedelta(minutes=20))
+        attempt(store, minute, "key-4", "coinmarketcap: HTTP 503", False, now - timedelta(minutes=10))
+        exhausted = server.get("/", params={"datetime": iso(minute)})
+    assert refused.status_code == 202 and 230 <= int(refused.headers["retry-after"]) <= 240
     body = refused.json()
-    assert (body["status"], body["permanent"], body["attempts"], body["max_attempts"]) == ("failed", True, 1, 2)
-    assert "1006" in body["error"] and "cannot fix" in body["detail"] and body["next_attempt_at"]
+    assert (body["status"], body["permanent"], body["attempts"], body["max_attempts"]) == ("failed", True, 2, 2)
+    assert "1006" in body["error"] and "cannot fix" in body["detail"] and "attempt 1 of 2" in body["detail"]
+    assert datetime.fromisoformat(body["next_attempt_at"]) == now + timedelta(seconds=240)
     assert status == body
-    assert (again["status"], again["attempts"], again["error"], again["run_id"]) == ("requested", 1, None, None)
-    assert "attempt 2 of 2" in again["detail"]
+    assert (again["status"], again["attempts"], again["error"], again["run_id"]) == ("requested", 0, None, None)
+    assert "attempt 1 of 2" in again["detail"]
+    # transient failures only: bounded, and the answer promises no next attempt
+    assert exhausted.status_code == 202 and "retry-after" not in exhausted.headers
+    assert exhausted.json()["next_attempt_at"] is None and "none is left" in exhausted.json()["detail"]
 
 
 def test_pending_backfills_are_bounded(api, store):

@@ -13,7 +13,7 @@ from warehouse.store import Warehouse
 MINUTE = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 NEXT = MINUTE + timedelta(minutes=1)
 NOW = datetime.now(UTC).replace(microsecond=0)  # the wall clock: launch() stamps with it too
-POLICY = RequestPolicy(max_pending=10, max_attempts=3, backoff=timedelta(minutes=1), stuck_after=timedelta(minutes=30))
+POLICY = RequestPolicy(max_pending=10, max_attempts=3, backoff=timedelta(minutes=1))
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 
@@ -127,20 +127,36 @@ def test_ask_again_after_a_failure_is_bounded_with_backoff(requests):
         assert early.status == "failed"  # too early: unchanged, and it says until when
         again = requests.ask(MINUTE, POLICY, next_attempt)
         assert (again.status, again.attempts, again.error, again.run_key) == ("requested", attempt, None, None)
-        requests.ask(MINUTE, POLICY, NOW)  # asking twice re-queues once
+        assert requests.ask(MINUTE, POLICY, next_attempt + timedelta(seconds=1)) == again  # asking twice re-queues once
     assert backoffs == [timedelta(minutes=1), timedelta(minutes=2)]  # doubling
     exhausted = requests.get(MINUTE)
     assert (exhausted.attempts, POLICY.next_attempt(exhausted)) == (POLICY.max_attempts, None)
     assert requests.ask(MINUTE, POLICY, NOW + timedelta(days=30)).status == "failed"  # no attempt left
 
 
-def test_a_stuck_request_starts_over_on_a_new_ask(requests):
-    launched(requests, MINUTE)  # launched at NOW (wall clock), then nothing ever reported back
+def test_asking_for_an_open_request_never_starts_it_over(requests):
+    """However long a run waits in Dagster's queue, asking again launches no second run for the
+    minute: only Dagster's run records (the sensor) move an open request back to `requested`."""
+    launched(requests, MINUTE)
     requests.ask(NEXT, POLICY, NOW)
-    requests.submit(NEXT, NEXT, "key-2", NOW)  # submitted at NOW, Dagster never created the run
-    later = datetime.now(UTC) + POLICY.stuck_after
-    assert requests.ask(MINUTE, POLICY, later - timedelta(minutes=1)).status == "launched"
-    for minute in (MINUTE, NEXT):
-        again = requests.ask(minute, POLICY, later)
-        assert (again.status, again.run_key) == ("requested", None)
-    assert {r.minute for r in requests.due(10)} == {MINUTE, NEXT}
+    requests.submit(NEXT, NEXT, "key-2", NOW)
+    for minute, status in ((MINUTE, "launched"), (NEXT, "requested")):
+        before = requests.get(minute)
+        assert before.status == status
+        assert requests.ask(minute, POLICY, NOW + timedelta(days=1)) == before
+        assert requests.get(minute) == before  # same key, same run: nothing to launch again
+    assert requests.due(10) == []
+
+
+def test_a_permanent_failure_never_uses_up_the_attempts(requests):
+    """The plan or the key is fixed outside: after its backoff, asking again starts a new count."""
+    for attempt in range(1, POLICY.max_attempts):
+        launched(requests, MINUTE, key=f"key-{attempt}")
+        requests.fail(f"key-{attempt}", "upstream down", False, NOW)
+        requests.ask(MINUTE, POLICY, NOW + timedelta(hours=attempt))
+    launched(requests, MINUTE, key="key-last")
+    requests.fail("key-last", "CMC error 1006: plan", True, NOW)
+    refused = requests.get(MINUTE)
+    assert (refused.attempts, POLICY.next_attempt(refused)) == (POLICY.max_attempts, NOW + timedelta(minutes=4))
+    again = requests.ask(MINUTE, POLICY, NOW + timedelta(minutes=4))
+    assert (again.status, again.attempts, again.permanent) == ("requested", 0, False)
