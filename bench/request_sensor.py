@@ -53,7 +53,9 @@ def main() -> None:
         url = f"sqlite:///{data}/warehouse.db"
         store = Warehouse(url)
         store.upgrade()
-        sensor = build_backfill_requests_sensor(url, max_minutes_per_run=120, max_runs_per_tick=10, max_gap_minutes=10)
+        sensor = build_backfill_requests_sensor(
+            url, max_minutes_per_run=120, max_runs_per_tick=10, max_gap_minutes=10, max_runtime_seconds=1800
+        )
         report("idle (nothing open)", cpu_per_tick(sensor, instance, args.ticks))
 
         start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=2)

@@ -120,8 +120,8 @@ class Settings(BaseSettings):
     backfill_retry_backoff_seconds: int = Field(
         default=60, ge=0, description="Wait after a failed attempt before asking again queues another; doubles."
     )
-    backfill_stuck_after_seconds: int = Field(
-        default=1800, ge=60, description="A request in flight this long starts over when asked again."
+    backfill_max_runtime_seconds: int = Field(
+        default=1800, ge=60, description="A request's run still running after this is canceled (dagster/max_runtime)."
     )
 
     # Logging: each service's dictConfig file; the LOG_* variables override what it says.

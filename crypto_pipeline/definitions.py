@@ -78,6 +78,7 @@ defs = dg.Definitions(
             max_minutes_per_run=settings.backfill_max_minutes_per_run,
             max_runs_per_tick=settings.backfill_max_runs_per_tick,
             max_gap_minutes=settings.backfill_max_gap_minutes,
+            max_runtime_seconds=settings.backfill_max_runtime_seconds,
         ),
     ],
     resources={

@@ -34,6 +34,14 @@ REQUEST_TAG = "crypto_toplist/backfill_request"  # its value: the run key the re
 # Dagster tags every sensor run with its run key, and a run retry inherits it. Runs are found by
 # this tag: runs launched before migration 0003 carry REQUEST_TAG "true", but their key here too.
 RUN_KEY_TAG = "dagster/run_key"
+# Run monitoring (on in dagster.yaml and the local instance) cancels a run running longer than this
+# tag says: a run worker that died (OOM, kill -9) would otherwise stay STARTED for ever, since the
+# DefaultRunLauncher cannot check a worker's health, and hold its requests `launched`.
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+# Dagster's run retries: the failed run is tagged will_retry right after its failure is stored,
+# and the daemon creates the retry (or tags the run auto_retry_run_id) an iteration later.
+WILL_RETRY_TAG = "dagster/will_retry"
+AUTO_RETRY_RUN_ID_TAG = "dagster/auto_retry_run_id"
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 # Every sensor tick costs the daemon and the code server CPU (measured: three sensors at 10 s
@@ -42,6 +50,8 @@ REQUEST_INTERVAL_SECONDS = 15
 # Dagster creates a sensor's runs right after the tick; a key still without a run after this
 # was never created (so a request is back to `requested` within two minutes).
 LAUNCH_GRACE = timedelta(seconds=60)
+# A retry not created this long after its run failed never comes (the daemon stopped, creation failed).
+RETRY_GRACE = timedelta(seconds=60)
 
 
 def nearby_ranges(minutes: Iterable[datetime], max_length: int, max_gap: int = 0) -> list[tuple[datetime, datetime]]:
@@ -59,31 +69,46 @@ def nearby_ranges(minutes: Iterable[datetime], max_length: int, max_gap: int = 0
     return ranges
 
 
-def newest_runs(instance: dg.DagsterInstance, run_keys: Iterable[str]) -> dict[str, dg.DagsterRun]:
+def newest_runs(instance: dg.DagsterInstance, run_keys: Iterable[str]) -> dict[str, dg.RunRecord]:
     """The newest run carrying each request key (a run retry inherits its parent's tags)."""
     newest: dict[str, dg.RunRecord] = {}
     for record in instance.get_run_records(dg.RunsFilter(tags={RUN_KEY_TAG: sorted(run_keys)})):
         key = record.dagster_run.tags[RUN_KEY_TAG]
         if key not in newest or record.create_timestamp > newest[key].create_timestamp:
             newest[key] = record
-    return {key: record.dagster_run for key, record in newest.items()}
+    return newest
 
 
-def outcome(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[str, bool] | None:
+def retry_may_come(instance: dg.DagsterInstance, record: dg.RunRecord, now: datetime) -> bool:
+    """Whether a failed run's automatic retry may still be created: it is tagged will_retry (or,
+    with run retries on, not tagged yet: the tag follows the failure), no retry was created, and
+    the failure is younger than RETRY_GRACE. A retry that comes later still settles its minutes."""
+    tags = record.dagster_run.tags
+    will_retry = tags.get(WILL_RETRY_TAG, "true" if instance.run_retries_enabled else "false")
+    if will_retry != "true" or AUTO_RETRY_RUN_ID_TAG in tags:
+        return False
+    failed_at = record.end_time or record.update_timestamp.timestamp()
+    return now.timestamp() - failed_at < RETRY_GRACE.total_seconds()
+
+
+def outcome(instance: dg.DagsterInstance, record: dg.RunRecord, now: datetime) -> tuple[str, bool] | None:
     """(error, permanent) for a run that ended; None while it may still store its minutes.
 
     A run that succeeded stored what it could: its requests were settled by the merge, any left
-    had no data. A failed run awaiting its automatic retry is not over yet."""
-    if not run.is_finished or run.is_complete_and_waiting_to_retry:
+    had no data. A failed run whose automatic retry may still come is not over yet."""
+    run = record.dagster_run
+    if not run.is_finished or (run.status == dg.DagsterRunStatus.FAILURE and retry_may_come(instance, record, now)):
         return None
     if run.status == dg.DagsterRunStatus.SUCCESS:
         return NO_DATA_ERROR, False
     if run.status == dg.DagsterRunStatus.CANCELED:
         return CANCELED_ERROR, False
-    events = instance.all_logs(run.run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE})
+    # A run that run monitoring ended (max runtime) says why in its canceling event.
+    run_events = {dg.DagsterEventType.RUN_CANCELING, dg.DagsterEventType.RUN_FAILURE}
+    events = instance.all_logs(run.run_id, of_type={dg.DagsterEventType.STEP_FAILURE, *run_events})
     steps = [e.dagster_event.step_failure_data for e in events if e.dagster_event.is_step_failure]
     messages = [step.error.message.strip() for step in steps if step.error] or [
-        e.dagster_event.message or "the run failed" for e in events if e.dagster_event.is_run_failure
+        e.dagster_event.message or "the run failed" for e in events if e.dagster_event.event_type in run_events
     ]
     permanent = any(
         step.user_failure_data and (flag := step.user_failure_data.metadata.get("permanent")) and flag.value
@@ -93,27 +118,29 @@ def outcome(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[str, bool
 
 
 def reconcile(instance: dg.DagsterInstance, requests: BackfillRequests, in_flight: list[BackfillRequest]) -> int:
-    """Move the in-flight requests along from their runs' records; returns how many transitions ran."""
+    """Move the in-flight requests along from their runs' records; returns how many transitions ran.
+    Only a change is written: a tick while runs wait or work writes nothing."""
     by_key: dict[str, list[BackfillRequest]] = defaultdict(list)
     for request in in_flight:
         by_key[request.run_key].append(request)
-    runs, now, moved = newest_runs(instance, by_key), datetime.now(UTC), 0
+    records, now, moved = newest_runs(instance, by_key), datetime.now(UTC), 0
     for key, waiting in by_key.items():
-        run = runs.get(key)
-        if run is None:
+        record = records.get(key)
+        if record is None:
             if any(r.status == Status.LAUNCHED for r in waiting):
                 moved += requests.requeue(key)
             elif all(now - r.submitted_at >= LAUNCH_GRACE for r in waiting):
                 moved += requests.release(key)
             continue
-        moved += requests.launch(key, run.run_id)
-        if ended := outcome(instance, run):
+        if any(r.status == Status.REQUESTED for r in waiting):
+            moved += requests.launch(key, record.dagster_run.run_id)
+        if ended := outcome(instance, record, now):
             moved += requests.fail(key, *ended, now)
     return moved
 
 
 def build_backfill_requests_sensor(
-    database_url: str, max_minutes_per_run: int, max_runs_per_tick: int, max_gap_minutes: int
+    database_url: str, max_minutes_per_run: int, max_runs_per_tick: int, max_gap_minutes: int, max_runtime_seconds: int
 ) -> dg.SensorDefinition:
     """The sensor that launches and reconciles requested minutes, bound to a warehouse and its limits.
 
@@ -142,7 +169,8 @@ def build_backfill_requests_sensor(
             start, end = first.strftime(MINUTE_FORMAT), last.strftime(MINUTE_FORMAT)
             run_key = f"backfill-{start}...{end}-{uuid4().hex[:8]}"  # fresh per attempt: never a duplicate
             requests.submit(first, last, run_key)
-            runs.append(dg.RunRequest(run_key=run_key, tags={RANGE_START: start, RANGE_END: end, REQUEST_TAG: run_key}))
+            tags = {RANGE_START: start, RANGE_END: end, REQUEST_TAG: run_key, MAX_RUNTIME_TAG: str(max_runtime_seconds)}
+            runs.append(dg.RunRequest(run_key=run_key, tags=tags))
         if not runs:
             return dg.SkipReason("requested minutes are in flight")
         context.log.info("launching %d run(s) for %d requested minute(s)", len(runs), len(due))

@@ -3,17 +3,29 @@ moved along from Dagster's run records (real records in a real instance, on both
 
 from __future__ import annotations
 
+import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+from dagster._daemon.monitoring.run_monitoring import check_run_timeout
 
 from common.settings import Settings
 from crypto_pipeline import sensors
 from crypto_pipeline.definitions import defs
-from crypto_pipeline.sensors import RANGE_END, RANGE_START, REQUEST_TAG, build_backfill_requests_sensor, nearby_ranges
+from crypto_pipeline.resources.warehouse import warehouse_for
+from crypto_pipeline.sensors import (
+    MAX_RUNTIME_TAG,
+    RANGE_END,
+    RANGE_START,
+    REQUEST_TAG,
+    WILL_RETRY_TAG,
+    build_backfill_requests_sensor,
+    nearby_ranges,
+)
 from tests.api.conftest import ApiServer, seed_snapshot
 from tests.assets.test_pipeline import ASSETS, resources
 from warehouse.requests import CANCELED_ERROR, NO_DATA_ERROR, RequestPolicy
@@ -22,6 +34,7 @@ from warehouse.store import Warehouse
 
 BASE = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 POLICY = RequestPolicy(max_pending=1000, max_attempts=3, backoff=timedelta(0))  # ask again at once
+MAX_RUNTIME = 1800
 
 
 def minutes(*offsets: int) -> list[datetime]:
@@ -45,7 +58,7 @@ def test_nearby_minutes_share_a_range_up_to_the_chunk_size():
 
 
 def tick(database_url: str, instance: dg.DagsterInstance, max_runs_per_tick: int = 10, max_gap_minutes: int = 0):
-    sensor = build_backfill_requests_sensor(database_url, 120, max_runs_per_tick, max_gap_minutes)
+    sensor = build_backfill_requests_sensor(database_url, 120, max_runs_per_tick, max_gap_minutes, MAX_RUNTIME)
     return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
 
 
@@ -69,7 +82,7 @@ def test_an_idle_tick_builds_no_dagster_instance(database_url):
     ~60 ms of CPU, four times a minute, so a tick with nothing open must not."""
     Warehouse(database_url).requests.ask(BASE, POLICY)
     seed_snapshot(Warehouse(database_url), BASE)  # a settled request is not open
-    sensor = build_backfill_requests_sensor(database_url, 120, 10, 0)
+    sensor = build_backfill_requests_sensor(database_url, 120, 10, 0, MAX_RUNTIME)
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs)
         assert sensor.evaluate_tick(context).skip_message == "no backfill requested"
@@ -260,3 +273,67 @@ def test_requests_launched_before_migration_0003_follow_their_old_runs(database_
     monkeypatch.setattr(sensors, "LAUNCH_GRACE", timedelta(0))  # the old run was pruned: launch it anew
     (again,) = tick(database_url, dagster_instance).run_requests
     assert again.tags[RANGE_START] == "2026-11-20-12:05" and store.requests.get(BASE).status == "launched"
+
+
+def test_a_run_whose_worker_died_ends_at_its_max_runtime_and_its_request_fails(
+    database_url, dagster_instance, monkeypatch
+):
+    """A killed run worker leaves its run STARTED for ever (the DefaultRunLauncher cannot check a
+    worker's health). Request runs carry dagster/max_runtime, so run monitoring ends such a run
+    (check_run_timeout is what the daemon runs each iteration), and the request fails from the record."""
+    store = Warehouse(database_url)
+    store.requests.ask(BASE, POLICY)
+    sensor = build_backfill_requests_sensor(database_url, 120, 10, 0, max_runtime_seconds=60)
+    (request,) = sensor.evaluate_tick(dg.build_sensor_context(instance=dagster_instance, definitions=defs)).run_requests
+    assert request.tags[MAX_RUNTIME_TAG] == "60"
+    run = create_run(dagster_instance, request, status=dg.DagsterRunStatus.STARTING)
+    started = dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name)
+    dagster_instance.report_dagster_event(started, run.run_id, timestamp=time.time() - 61)  # then the worker died
+    tick(database_url, dagster_instance)
+    assert store.requests.get(BASE).status == "launched"
+
+    check_run_timeout(dagster_instance, dagster_instance.get_run_record_by_id(run.run_id), logging.getLogger(), 0)
+    monkeypatch.setattr(sensors, "RETRY_GRACE", timedelta(0))  # a run retry, if the instance makes one, never came
+    tick(database_url, dagster_instance)
+    ended = store.requests.get(BASE)
+    assert dagster_instance.get_run_by_id(run.run_id).is_finished
+    assert (ended.status, ended.permanent) == ("failed", False) and "maximum runtime" in ended.error
+
+
+def test_a_failure_waits_for_its_retry_only_while_one_may_come(database_url, dagster_instance, monkeypatch):
+    """Dagster stores a run's failure, then tags it will_retry, and the daemon creates the retry
+    an iteration later. A tick in between must not fail the request; a retry that never comes
+    must not leave it open."""
+    monkeypatch.setattr(dg.DagsterInstance, "run_retries_enabled", property(lambda _: True))
+    store = Warehouse(database_url)
+    store.requests.ask(BASE, POLICY)
+    (request,) = tick(database_url, dagster_instance).run_requests
+    run = create_run(dagster_instance, request, status=dg.DagsterRunStatus.FAILURE)  # failed, not tagged yet
+    tick(database_url, dagster_instance)
+    assert store.requests.get(BASE).status == "launched"
+    dagster_instance.add_run_tags(run.run_id, {WILL_RETRY_TAG: "true"})
+    tick(database_url, dagster_instance)
+    assert store.requests.get(BASE).status == "launched"
+    monkeypatch.setattr(sensors, "RETRY_GRACE", timedelta(0))  # the daemon never created the retry
+    tick(database_url, dagster_instance)
+    assert store.requests.get(BASE).status == "failed"
+
+
+def test_a_tick_while_runs_work_writes_nothing(database_url, dagster_instance):
+    """Reconciling reads Dagster's records every tick; it writes only what changed."""
+    store = Warehouse(database_url)
+    for minute in minutes(0, 10):
+        store.requests.ask(minute, POLICY)
+    for request in tick(database_url, dagster_instance).run_requests:
+        create_run(dagster_instance, request, status=dg.DagsterRunStatus.STARTED)
+    tick(database_url, dagster_instance)
+    assert {store.requests.get(m).status for m in minutes(0, 10)} == {"launched"}
+    writes = []
+    engine = warehouse_for(database_url).requests.writer
+    listener = lambda conn, cursor, statement, *_: writes.append(statement)  # noqa: E731
+    sa.event.listen(engine, "before_cursor_execute", listener)
+    try:
+        tick(database_url, dagster_instance)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", listener)
+    assert [w for w in writes if w.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE"))] == []

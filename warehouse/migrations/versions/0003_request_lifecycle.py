@@ -35,8 +35,9 @@ def upgrade() -> None:
     op.execute(
         requests.update()
         .where(requests.c.status == "launched")
-        .values(status="requested", run_key=requests.c.run_id, run_id=None, submitted_at=requests.c.updated_at,
-                attempts=1)  # fmt: skip
+        .values(
+            status="requested", run_key=requests.c.run_id, run_id=None, submitted_at=requests.c.updated_at, attempts=1
+        )
     )
     op.execute(requests.update().where(requests.c.status == "failed").values(attempts=1))
 
