@@ -99,9 +99,9 @@ def fill_warehouse(database_url: str, emulator_url: str, minute: datetime) -> No
         [fetch_prices_and_rankings, top_assets],
         partition_key=minute.strftime("%Y-%m-%d-%H:%M"),
         resources={
-            "cmc": CoinMarketCapResource(api_key="bench", base_url=emulator_url),
+            "cmc": CoinMarketCapResource(api_keys={"CMC_API_KEY": "bench"}, base_url=emulator_url),
             "cryptocompare": CryptoCompareResource(
-                api_key="bench", data_api_url=emulator_url, min_api_url=emulator_url
+                api_keys={"CRYPTOCOMPARE_API_KEY": "bench"}, data_api_url=emulator_url, min_api_url=emulator_url
             ),
             "warehouse": WarehouseResource(database_url=database_url),
             "toplist": ToplistConfig(),

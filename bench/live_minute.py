@@ -62,8 +62,10 @@ def main() -> None:
             database_url = f"sqlite:///{data}/warehouse.db"
             Warehouse(database_url).upgrade()
             resources = {
-                "cmc": CoinMarketCapResource(api_key="bench", base_url=url),
-                "cryptocompare": CryptoCompareResource(api_key="bench", data_api_url=url, min_api_url=url),
+                "cmc": CoinMarketCapResource(api_keys={"CMC_API_KEY": "bench"}, base_url=url),
+                "cryptocompare": CryptoCompareResource(
+                    api_keys={"CRYPTOCOMPARE_API_KEY": "bench"}, data_api_url=url, min_api_url=url
+                ),
                 "warehouse": WarehouseResource(database_url=database_url),
                 "toplist": ToplistConfig(),
             }

@@ -33,11 +33,6 @@ if warning := window_warning(settings.history_start, datetime.now(UTC)):
     logging.getLogger(__name__).warning(warning)
 
 
-def api_key(variable: str) -> str | dg.EnvVar:
-    """The key from the environment (never in run config); the emulator needs none."""
-    return "emulator" if settings.uses_emulator else dg.EnvVar(variable)
-
-
 retries = dict(
     timeout_seconds=settings.upstream_timeout_seconds,
     max_attempts=settings.upstream_max_attempts,
@@ -46,15 +41,20 @@ retries = dict(
 )
 
 sources_dirs = [str(SOURCES_DIR), *([str(settings.sources_dir)] if settings.sources_dir else [])]
-cmc = CoinMarketCapResource(
-    api_key=api_key(CoinMarketCapResource.key_env),
+# Each source file names the variables of its key and host: the resources are wired from them
+# (keys as EnvVar), and every file is validated now, when the code location loads, so a bad file
+# or a wrong choice (record kind, a variable not set, a host the resource lacks) fails here,
+# naming the file and the key, rather than in the first run.
+upstream = dict(environ=os.environ, emulator_url=settings.emulator_url if settings.uses_emulator else None)
+cmc = CoinMarketCapResource.wired(
+    **upstream,
     base_url=settings.cmc_base_url,
     live_source=settings.live_price_source,
     sources_dirs=sources_dirs,
     **retries,
 )
-cryptocompare = CryptoCompareResource(
-    api_key=api_key(CryptoCompareResource.key_env),
+cryptocompare = CryptoCompareResource.wired(
+    **upstream,
     data_api_url=settings.cryptocompare_data_api_url,
     min_api_url=settings.cryptocompare_min_api_url,
     ranking_source=settings.ranking_source,
@@ -62,11 +62,6 @@ cryptocompare = CryptoCompareResource(
     page_size=settings.cryptocompare_page_size,
     **retries,
 )
-# Every source file is validated now, when the code location loads: a bad file or a wrong
-# choice (wrong record kind, key variable or base URL) fails here, naming the file and the key,
-# rather than in the first run.
-cmc.client(settings.live_price_source, "price")
-cryptocompare.client(settings.ranking_source, "ranking")
 
 defs = dg.Definitions(
     assets=[fetch_prices_and_rankings, top_assets],

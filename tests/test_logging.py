@@ -129,9 +129,9 @@ def materialize_minute(emulator_url: str, database_url: str, instance, key: str 
         [fetch_prices_and_rankings, top_assets],
         partition_key=datetime.now(UTC).strftime(MINUTE_FORMAT),
         resources={
-            "cmc": CoinMarketCapResource(api_key=key, base_url=emulator_url, **client),
+            "cmc": CoinMarketCapResource(api_keys={"CMC_API_KEY": key}, base_url=emulator_url, **client),
             "cryptocompare": CryptoCompareResource(
-                api_key=key, data_api_url=emulator_url, min_api_url=emulator_url, **client
+                api_keys={"CRYPTOCOMPARE_API_KEY": key}, data_api_url=emulator_url, min_api_url=emulator_url, **client
             ),
             "warehouse": WarehouseResource(database_url=database_url),
             "toplist": ToplistConfig(depth=50, ranking_depth=60),
@@ -248,3 +248,4 @@ def test_a_bad_logging_file_or_level_is_refused_naming_the_file_or_the_variable(
         configure_logging("api", Settings(api_log_config=bad))
     with pytest.raises(LogConfigError, match=r"LOG_LEVEL='verbose' is not a logging level \(CRITICAL, FATAL"):
         configure_logging("api", Settings(log_level="verbose"))
+

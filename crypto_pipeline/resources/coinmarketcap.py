@@ -25,10 +25,11 @@ class CoinMarketCapResource(SourceResource):
     live_source: str = Field(default="cmc_quotes_latest", description="The source file of live prices (by id).")
     historical_source: str = Field(default="cmc_quotes_historical", description="The source file of past prices.")
 
-    key_env = "CMC_API_KEY"
-
     def base_urls(self) -> dict[str, str]:
         return {"cmc_base_url": self.base_url}
+
+    def source_names(self) -> list[tuple[str, str]]:
+        return [(self.live_source, "price"), (self.historical_source, "price")]
 
     def quotes_latest(self, cmc_ids: list[int]) -> Fetched:
         """Latest USD quotes of exactly `cmc_ids` (deduplicated), batches fetched concurrently.

@@ -17,6 +17,7 @@ from crypto_pipeline.resources.parsing import HistoryBar
 from crypto_pipeline.resources.sources import Fetched, SourceResource, search
 
 HISTO_MAX_LIMIT = 2000
+HISTORY_SOURCES = {"minute": "cc_histominute", "hour": "cc_histohour"}
 
 
 @dataclass
@@ -33,10 +34,11 @@ class CryptoCompareResource(SourceResource):
     page_size: int = Field(default=100, ge=10, le=100)
     ranking_source: str = Field(default="cc_top_list", description="The source file of the live ranking.")
 
-    key_env = "CRYPTOCOMPARE_API_KEY"
-
     def base_urls(self) -> dict[str, str]:
         return {"cryptocompare_data_api_url": self.data_api_url, "cryptocompare_min_api_url": self.min_api_url}
+
+    def source_names(self) -> list[tuple[str, str]]:
+        return [(self.ranking_source, "ranking"), *((name, "bar") for name in HISTORY_SOURCES.values())]
 
     def top_by_volume(self, depth: int) -> Fetched:
         """The top `depth` assets by 24h volume in USD, pages fetched concurrently."""
@@ -49,7 +51,7 @@ class CryptoCompareResource(SourceResource):
         """
         if not 1 <= limit <= HISTO_MAX_LIMIT:
             raise ValueError(f"limit must be 1..{HISTO_MAX_LIMIT}")
-        client = self.client("cc_histohour" if hourly else "cc_histominute", "bar")
+        client = self.client(HISTORY_SOURCES["hour" if hourly else "minute"], "bar")
         path = client.source.path
 
         def complete(body: Any) -> None:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import calendar
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal, Self
 
+import dagster as dg
 import httpx
 import jmespath
 import jmespath.exceptions
@@ -74,9 +75,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+VARIABLE = r"^[A-Z][A-Z0-9_]*$"  # an environment variable's name
+
+
 class Auth(Strict):
     header: str
-    env: str = Field(description="The environment variable that holds the key (never written anywhere).")
+    env: str = Field(pattern=VARIABLE, description="The environment variable that holds the key (never written).")
     template: str = "{key}"
 
     @model_validator(mode="after")
@@ -148,7 +152,8 @@ class Source(Strict):
         description="The label stored with the rows (lower-cased), in a column of this length.",
     )
     record: Literal["price", "ranking", "bar", "cmc_id_link"]
-    base_url_setting: str
+    base_url_setting: str | None = Field(default=None, description="A URL setting of common.settings (shipped hosts).")
+    base_url_env: str | None = Field(default=None, pattern=VARIABLE, description="Or a variable of the source's own.")
     path: str = Field(pattern=r"^/")
     params: dict[str, str | int | float | bool] = {}
     auth: Auth
@@ -163,7 +168,11 @@ class Source(Strict):
 
     @model_validator(mode="after")
     def _fields_fit_the_model(self) -> Source:
-        if self.base_url_setting not in Settings.model_fields or not self.base_url_setting.endswith("_url"):
+        if (self.base_url_setting is None) == (self.base_url_env is None):
+            raise ValueError("give the host as one of base_url_setting or base_url_env")
+        if self.base_url_setting is not None and (
+            self.base_url_setting not in Settings.model_fields or not self.base_url_setting.endswith("_url")
+        ):
             raise ValueError(f"base_url_setting {self.base_url_setting!r} is not a URL setting of common.settings")
         model = MODELS[self.record]
         mapped = set(self.fields) | set(self.series.fields if self.series else ())
@@ -180,6 +189,13 @@ class Source(Strict):
     @property
     def model(self) -> type[BaseModel]:
         return MODELS[self.record]
+
+    @property
+    def host(self) -> tuple[str, str]:
+        """(the file's key naming the host, the setting or variable it names)."""
+        if self.base_url_env is not None:
+            return "base_url_env", self.base_url_env
+        return "base_url_setting", self.base_url_setting
 
 
 class SourceConfigError(ValueError):
@@ -423,33 +439,69 @@ class SourceClient:
 
 
 class SourceResource(UpstreamResource):
-    """An upstream's Dagster resource: its key, its base URLs, and the source files it reads.
+    """An upstream's Dagster resource: its keys, its base URLs, and the source files it reads.
 
     `sources_dirs` lists the folders of source files; a later folder adds sources or replaces
-    one of the same name, so a new endpoint is a new file in a folder of its own.
+    one of the same name, so a new endpoint is a new file in a folder of its own. Each file names
+    the variable of its key and of its host; `wired` builds the resource from them.
     """
 
-    api_key: str = Field(description="The upstream's key; wire it with EnvVar (the source file names the variable).")
+    api_keys: dict[str, str] = Field(
+        default={}, description="Keys by the variable their source files name (`auth.env`), each wired with EnvVar."
+    )
+    source_urls: dict[str, str] = Field(
+        default={}, description="Hosts of the source files that name their own variable (`base_url_env`), by it."
+    )
     sources_dirs: list[str] = Field(default=[str(SOURCES_DIR)], description="Folders of source files, in order.")
-    key_env: ClassVar[str]  # the environment variable `api_key` is wired from
 
     def base_urls(self) -> dict[str, str]:
         """The base URL of each setting this resource was configured with."""
         raise NotImplementedError
 
+    def source_names(self) -> list[tuple[str, str]]:
+        """(name, record kind) of every source file this resource reads."""
+        raise NotImplementedError
+
+    def sources_in_use(self) -> list[Source]:
+        """The source files this resource reads, with the id maps they bridge through."""
+        sources = [find_source(self.sources_dirs, name, record) for name, record in self.source_names()]
+        bridges = [find_source(self.sources_dirs, s.cmc_ids.source) for s in sources if s.cmc_ids is not None]
+        return sources + bridges
+
+    @classmethod
+    def wired(cls, environ: Mapping[str, str], emulator_url: str | None = None, **config: Any) -> Self:
+        """The resource with the key and host of every source file it reads, taken from the
+        variables the files name: keys as EnvVar (never in run config), hosts from `environ`.
+        Against the emulator (`emulator_url`) no key is needed and every host is the emulator.
+        Each file is checked now; a variable that is not set is an error naming the file and key."""
+        keys: dict[str, Any] = {}
+        urls: dict[str, str] = {}
+        for source in cls(**config).sources_in_use():
+            variable = source.auth.env
+            if emulator_url is None and not environ.get(variable):
+                raise SourceConfigError(f"source {source.name}.yaml: auth.env: {variable} is not set")
+            keys[variable] = "emulator" if emulator_url else dg.EnvVar(variable)
+            if (own := source.base_url_env) is not None:
+                if not (emulator_url or environ.get(own)):
+                    raise SourceConfigError(f"source {source.name}.yaml: base_url_env: {own} is not set")
+                urls[own] = emulator_url or environ[own]
+        resource = cls(**config, api_keys=keys, source_urls=urls)
+        for name, record in resource.source_names():
+            resource.client(name, record)
+        return resource
+
     def client(self, name: str, record: str | None = None) -> SourceClient:
         """The client of source `name`, which must give `record` records when that is given.
 
-        The source must read its key from the variable `api_key` comes from (else this key would
-        go out under another provider's header) and live at one of this resource's base URLs.
+        This resource must hold the key of the variable the file names (no other key ever goes
+        out under its header) and the host the file names.
         """
         source, resource = find_source(self.sources_dirs, name, record), type(self).__name__
-        if source.auth.env != self.key_env:
-            raise SourceConfigError(
-                f"source {name}.yaml reads its key from {source.auth.env}, but {resource} sends {self.key_env}"
-            )
-        if source.base_url_setting not in self.base_urls():
-            raise SourceConfigError(f"source {name}.yaml: {resource} has no {source.base_url_setting.upper()}")
+        if source.auth.env not in self.api_keys:
+            raise SourceConfigError(f"source {name}.yaml: auth.env: {resource} has no key from {source.auth.env}")
+        key, host = source.host
+        if host not in {**self.base_urls(), **self.source_urls}:
+            raise SourceConfigError(f"source {name}.yaml: {key}: {resource} has no {host.upper()}")
         if source.cmc_ids is not None:
             try:
                 links = self.client(source.cmc_ids.source, "cmc_id_link")
@@ -477,5 +529,6 @@ class SourceResource(UpstreamResource):
 
     def open(self, client: SourceClient) -> UpstreamHttp:
         """A pooled HTTP client for the source, its key in the source's auth header."""
-        url = self.base_urls()[client.source.base_url_setting]
-        return self.http(client.source.provider, url, client.headers(self.api_key), client.check)
+        source = client.source
+        url = {**self.base_urls(), **self.source_urls}[source.host[1]]
+        return self.http(source.provider, url, client.headers(self.api_keys[source.auth.env]), client.check)

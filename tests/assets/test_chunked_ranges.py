@@ -68,8 +68,9 @@ def past_range() -> datetime:
 
 def failing_cmc(emulator, fail_from: datetime, times: int, transient: bool) -> FailingFromMinute:
     FAILURES[fail_from.isoformat()] = times
-    return FailingFromMinute(api_key="test-key", base_url=emulator.url, timeout_seconds=2.0, backoff_seconds=0.01,
-                             max_attempts=2, fail_from=fail_from.isoformat(), transient=transient)  # fmt: skip
+    return FailingFromMinute(api_keys={"CMC_API_KEY": "test-key"}, base_url=emulator.url, timeout_seconds=2.0,
+                             backoff_seconds=0.01, max_attempts=2, fail_from=fail_from.isoformat(),
+                             transient=transient)  # fmt: skip
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)

@@ -28,9 +28,12 @@ ASSETS = [fetch_prices_and_rankings, top_assets]
 def resources(emulator_url: str, database_url: str, **overrides) -> dict:
     client = dict(timeout_seconds=2.0, backoff_seconds=0.01, max_attempts=2)
     return {
-        "cmc": CoinMarketCapResource(api_key="test-key", base_url=emulator_url, **client),
+        "cmc": CoinMarketCapResource(api_keys={"CMC_API_KEY": "test-key"}, base_url=emulator_url, **client),
         "cryptocompare": CryptoCompareResource(
-            api_key=overrides.pop("cc_key", "test-key"), data_api_url=emulator_url, min_api_url=emulator_url, **client
+            api_keys={"CRYPTOCOMPARE_API_KEY": overrides.pop("cc_key", "test-key")},
+            data_api_url=emulator_url,
+            min_api_url=emulator_url,
+            **client,
         ),
         "warehouse": WarehouseResource(database_url=database_url),
         "toplist": ToplistConfig(**{"depth": 200, "ranking_depth": 250, **overrides}),

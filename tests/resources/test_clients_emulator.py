@@ -24,12 +24,18 @@ MARKET = Market(3000)  # the same seed and size as the emulator fixture
 
 
 def cmc(url: str, **overrides) -> CoinMarketCapResource:
-    config = dict(api_key="test-key", base_url=url, backoff_seconds=0.01, timeout_seconds=2.0)
+    config = dict(api_keys={"CMC_API_KEY": "test-key"}, base_url=url, backoff_seconds=0.01, timeout_seconds=2.0)
     return CoinMarketCapResource(**{**config, **overrides})
 
 
 def cc(url: str, **overrides) -> CryptoCompareResource:
-    config = dict(api_key="test-key", data_api_url=url, min_api_url=url, backoff_seconds=0.01, timeout_seconds=2.0)
+    config = dict(
+        api_keys={"CRYPTOCOMPARE_API_KEY": "test-key"},
+        data_api_url=url,
+        min_api_url=url,
+        backoff_seconds=0.01,
+        timeout_seconds=2.0,
+    )
     return CryptoCompareResource(**{**config, **overrides})
 
 
@@ -134,13 +140,13 @@ def test_cmc_plan_without_history_is_a_clear_error(emulator):
 
 def test_missing_and_invalid_keys(emulator):
     with pytest.raises(UpstreamAuthError, match="1002"):
-        cmc(emulator.url, api_key="").quotes_latest([1])
+        cmc(emulator.url, api_keys={"CMC_API_KEY": ""}).quotes_latest([1])
     with pytest.raises(UpstreamAuthError, match="1001"):
-        cmc(emulator.url, api_key="invalid").quotes_latest([1])
+        cmc(emulator.url, api_keys={"CMC_API_KEY": "invalid"}).quotes_latest([1])
     with pytest.raises(UpstreamAuthError):
-        cc(emulator.url, api_key="").top_by_volume(10)
+        cc(emulator.url, api_keys={"CRYPTOCOMPARE_API_KEY": ""}).top_by_volume(10)
     with pytest.raises(UpstreamAuthError, match="CRYPTOCOMPARE_API_KEY"):
-        cc(emulator.url, api_key="").history("BTC", int(time.time()), 10)
+        cc(emulator.url, api_keys={"CRYPTOCOMPARE_API_KEY": ""}).history("BTC", int(time.time()), 10)
 
 
 TRANSIENT = [

@@ -59,6 +59,8 @@ def test_every_shipped_source_file_loads():
         (lambda s: s["errors"].update(rate_limit="99"), r"errors\.rate_limit: Input should be a valid list"),
         (lambda s: s.update(name="other"), r"name: 'other' must match the file name 'cc_top_list'"),
         (lambda s: s.update(eval="__import__('os')"), r"eval: Extra inputs are not permitted"),
+        (lambda s: s.update(base_url_env="CC_URL"), r"give the host as one of base_url_setting or base_url_env"),
+        (lambda s: s["auth"].update(env="cc key"), r"auth\.env: String should match pattern"),
         (
             lambda s: s.update(cmc_ids={"source": "cc_legacy_cmc_ids", "match": "legacy_id", "depth": 500}),
             r"cmc_ids: bridges a ranking on one of its fields",
@@ -106,16 +108,29 @@ def test_a_past_minute_with_a_spent_quota_fails_without_retries(emulator, databa
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
 
 
-def test_a_third_price_source_is_only_a_new_file(tmp_path, emulator, database_url, dagster_instance):
-    """A price provider of the same shape, added as one file in a folder of its own, prices a live minute."""
+def altprice_file(folder, **changes) -> None:
+    """A third price provider of CMC's quotes/latest shape, with its own name, label, key and host variables."""
     spec = yaml.safe_load((SOURCES_DIR / "cmc_quotes_latest.yaml").read_text())
-    spec.update(name="altprice_latest", provider="AltPrice")  # its own name, label and file; the same shape
-    (tmp_path / "altprice_latest.yaml").write_text(yaml.safe_dump(spec))
+    del spec["base_url_setting"]
+    spec.update(name="altprice_latest", provider="AltPrice", base_url_env="ALTPRICE_BASE_URL", **changes)
+    spec["auth"]["env"] = "ALTPRICE_API_KEY"
+    (folder / "altprice_latest.yaml").write_text(yaml.safe_dump(spec))
+
+
+def test_a_third_price_source_is_only_a_new_file(tmp_path, monkeypatch, emulator, database_url, dagster_instance):
+    """A price provider of the same shape, added as one file in a folder of its own, prices a live minute
+    from the host and with the key of the variables it names."""
+    altprice_file(tmp_path)
+    monkeypatch.setenv("ALTPRICE_API_KEY", "alt-key")
+    monkeypatch.setenv("ALTPRICE_BASE_URL", emulator.url)
+    monkeypatch.setenv("CMC_API_KEY", "invalid")  # the emulator refuses this one: it must not be what goes out
     run_resources = resources(emulator.url, database_url)
-    run_resources["cmc"] = CoinMarketCapResource(
-        api_key="test-key", base_url=emulator.url, live_source="altprice_latest",
-        sources_dirs=[str(SOURCES_DIR), str(tmp_path)],
+    run_resources["cmc"] = CoinMarketCapResource.wired(
+        os.environ, base_url="http://127.0.0.1:9", live_source="altprice_latest",  # nothing listens on the CMC host
+        sources_dirs=[str(SOURCES_DIR), str(tmp_path)], timeout_seconds=2.0, backoff_seconds=0.01,
     )  # fmt: skip
+    assert run_resources["cmc"].api_keys == {"ALTPRICE_API_KEY": dg.EnvVar("ALTPRICE_API_KEY"),
+                                             "CMC_API_KEY": dg.EnvVar("CMC_API_KEY")}  # fmt: skip
     minute = datetime.now(UTC).replace(second=0, microsecond=0)
     result = dg.materialize(
         [fetch_prices_and_rankings, top_assets],
@@ -222,23 +237,61 @@ def test_a_sources_dir_that_does_not_exist_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("change", "message"),
+    ("unset", "message"),
     [
-        (
-            {"auth": {"header": "X-ALT-KEY", "env": "ALTPRICE_API_KEY"}},
-            r"altprice_latest\.yaml reads its key from ALTPRICE_API_KEY, but CoinMarketCapResource sends CMC_API_KEY",
-        ),
-        (
-            {"base_url_setting": "cryptocompare_data_api_url"},
-            r"altprice_latest\.yaml: CoinMarketCapResource has no CRYPTOCOMPARE_DATA_API_URL",
-        ),
+        ("ALTPRICE_API_KEY", r"altprice_latest\.yaml: auth\.env: ALTPRICE_API_KEY is not set"),
+        ("ALTPRICE_BASE_URL", r"altprice_latest\.yaml: base_url_env: ALTPRICE_BASE_URL is not set"),
     ],
 )
+def test_a_source_whose_variables_are_not_set_is_refused_at_load(tmp_path, monkeypatch, unset, message):
+    altprice_file(tmp_path)
+    for variable in ("ALTPRICE_API_KEY", "ALTPRICE_BASE_URL", "CMC_API_KEY"):
+        monkeypatch.setenv(variable, "https://alt.example" if variable.endswith("URL") else "a-key")
+    monkeypatch.delenv(unset)
+    with pytest.raises(SourceConfigError, match=message):
+        CoinMarketCapResource.wired(os.environ, live_source="altprice_latest",
+                                    sources_dirs=[str(SOURCES_DIR), str(tmp_path)])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"auth": {"header": "X-ALT-KEY", "env": "ALTPRICE_API_KEY"}},
+         r"altprice_latest\.yaml: auth\.env: CoinMarketCapResource has no key from ALTPRICE_API_KEY"),
+        ({"base_url_setting": "cryptocompare_data_api_url"},
+         r"altprice_latest\.yaml: base_url_setting: CoinMarketCapResource has no CRYPTOCOMPARE_DATA_API_URL"),
+        ({"base_url_setting": None, "base_url_env": "ALTPRICE_BASE_URL"},
+         r"altprice_latest\.yaml: base_url_env: CoinMarketCapResource has no ALTPRICE_BASE_URL"),
+    ],
+)  # fmt: skip
 def test_a_source_its_resource_cannot_serve_is_refused_before_any_request(tmp_path, change, message):
-    """The resource's key must never go out under another provider's header; a wrong host fails at load."""
+    """No key goes out under a header its file does not name; a host the resource lacks fails at load."""
     spec = yaml.safe_load((SOURCES_DIR / "cmc_listings_latest.yaml").read_text())
     spec.update(name="altprice_latest", provider="AltPrice", **change)
     (tmp_path / "altprice_latest.yaml").write_text(yaml.safe_dump(spec))
-    cmc = CoinMarketCapResource(api_key="cmc-key", sources_dirs=[str(SOURCES_DIR), str(tmp_path)])
+    cmc = CoinMarketCapResource(api_keys={"CMC_API_KEY": "cmc-key"}, sources_dirs=[str(SOURCES_DIR), str(tmp_path)])
     with pytest.raises(SourceConfigError, match=message):
         cmc.client("altprice_latest", "price")
+
+
+def test_the_code_location_wires_the_key_variables_its_source_files_name(tmp_path):
+    """definitions.py holds no variable name: a file naming another key variable is wired with it (as EnvVar)."""
+    altprice_file(tmp_path)
+    environment = {**os.environ, "SOURCES_DIR": str(tmp_path), "LIVE_PRICE_SOURCE": "altprice_latest",
+                   "CMC_API_KEY": "cmc-secret", "CRYPTOCOMPARE_API_KEY": "cc-secret", "ALTPRICE_API_KEY": "alt-secret",
+                   "ALTPRICE_BASE_URL": "https://alt.example", "PYTHONPATH": str(ROOT)}  # fmt: skip
+    script = (
+        "import crypto_pipeline.definitions as d\n"
+        "for r in (d.cmc, d.cryptocompare):\n"
+        "    print(sorted(r._get_non_default_public_field_values()['api_keys'].items()))\n"
+        "print(d.cmc.source_urls)\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", script], env=environment, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr
+    cmc_keys, cc_keys, urls = loaded.stdout.splitlines()[-3:]
+    # the variables' names, not their values: config shows EnvVar, never the secret
+    assert cmc_keys == "[('ALTPRICE_API_KEY', 'ALTPRICE_API_KEY'), ('CMC_API_KEY', 'CMC_API_KEY')]"
+    assert cc_keys == "[('CRYPTOCOMPARE_API_KEY', 'CRYPTOCOMPARE_API_KEY')]"
+    assert urls == "{'ALTPRICE_BASE_URL': 'https://alt.example'}"
+    assert "secret" not in loaded.stdout + loaded.stderr
