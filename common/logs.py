@@ -1,10 +1,13 @@
 """Logging per service from its own `dictConfig` file (YAML), with the LOG_* variables on top.
 
-Each service ships a file under `config/logging/` (`api.yaml`, `pipeline.yaml`; the emulator
-reads `emulator.yaml` itself, as it imports nothing of the project). A setting selects another
-file (`API_LOG_CONFIG`, `PIPELINE_LOG_CONFIG`). `LOG_LEVEL` sets the level of every logger the
-file configures, `LOG_CONSOLE=false` drops the console handlers (`true` adds one if the file has
-none) and `LOG_FILE` redirects the file handlers (adds a rotating one if the file has none).
+Each service ships a file under `config/logging/` (`api.yaml`, `pipeline.yaml`, `emulator.yaml`).
+A setting selects another file (`API_LOG_CONFIG`, `PIPELINE_LOG_CONFIG`; the emulator's
+`--log-config`, default `EMULATOR_LOG_CONFIG`). This module needs only the standard library and
+PyYAML (the settings only as a type), so the emulator, which imports nothing of the pipeline or
+the API, applies its file with `apply` and fails the same way, naming the file. `LOG_LEVEL` sets
+the level of every logger the file configures, `LOG_CONSOLE=false` drops the console handlers
+(`true` adds one if the file has none) and `LOG_FILE` redirects the file handlers (adds a
+rotating one if the file has none).
 `{pid}` in a filename becomes the process id, so two processes never write one file by default.
 """
 
@@ -13,11 +16,14 @@ from __future__ import annotations
 import logging.config
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from common.settings import PROJECT_ROOT, Settings
+if TYPE_CHECKING:
+    from common.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 Service = Literal["api", "pipeline"]
 STREAM_HANDLER = "logging.StreamHandler"
@@ -95,14 +101,20 @@ def configure_logging(service: Service, settings: Settings, *, keep_files: bool 
     `keep_files=False` drops the file handlers (unless LOG_FILE asks for one): Dagster's run
     workers use it, since Dagster keeps their lines in the run's logs.
     """
-    path = config_path(settings.api_log_config if service == "api" else settings.pipeline_log_config)
+    path = settings.api_log_config if service == "api" else settings.pipeline_log_config
+    return apply(path, level=settings.log_level, console=settings.log_console, file=settings.log_file,
+                 keep_files=keep_files)  # fmt: skip
+
+
+def apply(
+    path: Path, *, level: str | None, console: bool | None = None, file: Path | None = None, keep_files: bool = True
+) -> dict[str, Any]:
+    """dictConfig from the file at `path` with the overrides; every error names the file or LOG_LEVEL."""
+    path = config_path(path)
     levels = logging.getLevelNamesMapping()
-    if settings.log_level and settings.log_level.upper() not in levels:
-        raise LogConfigError(f"LOG_LEVEL={settings.log_level!r} is not a logging level ({', '.join(levels)})")
-    config = with_overrides(
-        load(path), level=settings.log_level, console=settings.log_console, file=settings.log_file,
-        keep_files=keep_files,
-    )  # fmt: skip
+    if level and level.upper() not in levels:
+        raise LogConfigError(f"LOG_LEVEL={level!r} is not a logging level ({', '.join(levels)})")
+    config = with_overrides(load(path), level=level, console=console, file=file, keep_files=keep_files)
     try:
         logging.config.dictConfig(config)
     except (ValueError, TypeError, AttributeError, ImportError) as error:  # dictConfig names neither file nor cause

@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import logging.config
+import logging
 import os
 from pathlib import Path
 
-import yaml
-
+from common.logs import LogConfigError
+from common.logs import apply as apply_logging_file
 from emulator.faults import ENDPOINTS, FAULT_KINDS, Fault, FaultBoard, parse_fault_option
 from emulator.market import Market
 from emulator.server import Emulator, make_server
 
 LOG_CONFIG = Path("config/logging/emulator.yaml")
-
-
-def configure_logging(path: Path, level: str | None) -> None:
-    """dictConfig from the YAML file; `{pid}` in a filename becomes the process id; `level` overrides."""
-    if not path.is_absolute() and not path.exists():
-        path = Path(__file__).resolve().parent.parent / path
-    config = yaml.safe_load(path.read_text())
-    for handler in config.get("handlers", {}).values():
-        if "filename" in handler:
-            handler["filename"] = str(handler["filename"]).replace("{pid}", str(os.getpid()))
-            Path(handler["filename"]).parent.mkdir(parents=True, exist_ok=True)
-    for logger in config.get("loggers", {}).values() if level else ():
-        logger["level"] = level.upper()
-    logging.config.dictConfig(config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +69,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if not 1 <= args.universe <= 100_000:
         raise SystemExit("--universe must be between 1 and 100000")
-    configure_logging(args.log_config, args.log_level)
+    try:
+        apply_logging_file(args.log_config, level=args.log_level)
+    except LogConfigError as error:
+        raise SystemExit(str(error)) from None
     faults = FaultBoard(seed=args.seed)
     for option in args.fault:
         try:

@@ -249,3 +249,23 @@ def test_a_bad_logging_file_or_level_is_refused_naming_the_file_or_the_variable(
     with pytest.raises(LogConfigError, match=r"LOG_LEVEL='verbose' is not a logging level \(CRITICAL, FATAL"):
         configure_logging("api", Settings(log_level="verbose"))
 
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--log-config", "{bad}"], "logging configuration {bad}: Unable to configure handler 'h'"),
+        (["--log-config", "{missing}"], "logging configuration {missing}: [Errno 2] No such file or directory"),
+        (["--log-level", "verbose"], "LOG_LEVEL='verbose' is not a logging level (CRITICAL, FATAL"),
+    ],
+)
+def test_the_emulator_refuses_a_bad_logging_file_or_level_naming_the_file_or_the_variable(tmp_path, arguments, message):
+    """As the API and the pipeline do: dictConfig's own errors name neither the file nor LOG_LEVEL."""
+    paths = {"bad": tmp_path / "emulator.yaml", "missing": tmp_path / "nowhere.yaml"}
+    handler = "handlers:\n  h: {class: logging.NoSuchHandler}\n"
+    paths["bad"].write_text(f"version: 1\n{handler}loggers:\n  emulator: {{handlers: [h]}}\n")
+    arguments = [argument.format(**paths) for argument in arguments]
+    started = subprocess.run([sys.executable, "-m", "emulator", "--port", "0", *arguments], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert started.returncode != 0
+    assert message.format(**paths) in started.stderr
+    assert "Traceback" not in started.stderr
