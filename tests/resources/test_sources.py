@@ -30,6 +30,11 @@ from warehouse.store import Warehouse
 SHIPPED = yaml.safe_load((SOURCES_DIR / "cc_top_list.yaml").read_text())
 
 
+def materialize_minute(minute: datetime, run_resources: dict, instance, **options) -> dg.ExecuteInProcessResult:
+    return dg.materialize([fetch_prices_and_rankings, top_assets], partition_key=minute.strftime(MINUTE_FORMAT),
+                          resources=run_resources, instance=instance, **options)  # fmt: skip
+
+
 def test_every_shipped_source_file_loads():
     names = set(sources_in(str(SOURCES_DIR)))
     assert {
@@ -95,13 +100,8 @@ def test_a_spent_daily_quota_fails_at_once_with_the_time_it_resets(emulator):
 def test_a_past_minute_with_a_spent_quota_fails_without_retries(emulator, database_url, dagster_instance):
     emulator.set_faults({"cc_histominute": {"kind": "quota_exhausted"}})
     minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)
-    result = dg.materialize(
-        [fetch_prices_and_rankings, top_assets],
-        partition_key=minute.strftime(MINUTE_FORMAT),
-        resources=resources(emulator.url, database_url, historical_price_source="cryptocompare"),
-        instance=dagster_instance,
-        raise_on_error=False,
-    )
+    run_resources = resources(emulator.url, database_url, historical_price_source="cryptocompare")
+    result = materialize_minute(minute, run_resources, dagster_instance, raise_on_error=False)
     assert not result.success
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert failures and "quota exhausted until" in failures[0].step_failure_data.error.message
@@ -132,12 +132,7 @@ def test_a_third_price_source_is_only_a_new_file(tmp_path, monkeypatch, emulator
     assert run_resources["cmc"].api_keys == {"ALTPRICE_API_KEY": dg.EnvVar("ALTPRICE_API_KEY"),
                                              "CMC_API_KEY": dg.EnvVar("CMC_API_KEY")}  # fmt: skip
     minute = datetime.now(UTC).replace(second=0, microsecond=0)
-    result = dg.materialize(
-        [fetch_prices_and_rankings, top_assets],
-        partition_key=minute.strftime(MINUTE_FORMAT),
-        resources=run_resources,
-        instance=dagster_instance,
-    )
+    result = materialize_minute(minute, run_resources, dagster_instance)
     assert result.success
     store = Warehouse(database_url)
     snapshot = store.latest_snapshot()
@@ -193,12 +188,7 @@ def test_a_live_minute_ranked_by_totalvolfull_is_priced_and_joined_on_cmc_id(emu
     run_resources = resources(emulator.url, database_url)
     run_resources["cryptocompare"] = cc(emulator.url, ranking_source="cc_totalvolfull")
     minute = datetime.now(UTC).replace(second=0, microsecond=0)
-    result = dg.materialize(
-        [fetch_prices_and_rankings, top_assets],
-        partition_key=minute.strftime(MINUTE_FORMAT),
-        resources=run_resources,
-        instance=dagster_instance,
-    )
+    result = materialize_minute(minute, run_resources, dagster_instance)
     assert result.success  # the blocking checks (row count, match rate) passed
     store = Warehouse(database_url)
     snapshot = store.latest_snapshot()
