@@ -25,15 +25,15 @@ from uuid import uuid4
 
 import dagster as dg
 
+from crypto_pipeline.assets.top_assets import RUN_KEY_TAG
 from crypto_pipeline.partitions import MINUTE_FORMAT
 from crypto_pipeline.resources.warehouse import warehouse_for
 from crypto_pipeline.schedules import backfill_snapshots_job
 from warehouse.requests import CANCELED_ERROR, NO_DATA_ERROR, BackfillRequest, BackfillRequests, Status
 
 REQUEST_TAG = "crypto_toplist/backfill_request"  # its value: the run key the request was submitted under
-# Dagster tags every sensor run with its run key, and a run retry inherits it. Runs are found by
-# this tag: runs launched before migration 0003 carry REQUEST_TAG "true", but their key here too.
-RUN_KEY_TAG = "dagster/run_key"
+# Runs are found by RUN_KEY_TAG: runs launched before migration 0003 carry REQUEST_TAG "true",
+# but their key there too.
 # Run monitoring (on in dagster.yaml and the local instance) cancels a run running longer than this
 # tag says: a run worker that died (OOM, kill -9) would otherwise stay STARTED for ever, since the
 # DefaultRunLauncher cannot check a worker's health, and hold its requests `launched`.

@@ -221,11 +221,14 @@ class BackfillRequests:
             return conn.execute(statement).rowcount
 
 
-def settle(conn, start: datetime, end: datetime, run_id: str | None, unpublished: dict[datetime, str]) -> None:
+def settle(
+    conn, start: datetime, end: datetime, run_id: str | None, run_key: str | None, unpublished: dict[datetime, str]
+) -> None:
     """Inside the merge's transaction: `succeed` every unsettled request for a minute in
     [start, end) that is now served, whatever its state (so /backfills never disagrees with
-    `/`); `fail` the launched ones it could not serve, with the reason (`unpublished`: minute ->
-    why the checks blocked it) or, without one, because there was no data."""
+    `/`); `fail` those launched under this run's key that it could not serve, with the reason
+    (`unpublished`: minute -> why the checks blocked it) or, without one, because there was no
+    data. A request launched under another run waits for that run."""
     in_window = and_(backfill_requests.c.minute >= start, backfill_requests.c.minute < end)
     served = backfill_requests.c.minute.in_(
         select(snapshots.c.minute).where(snapshots.c.minute >= start, snapshots.c.minute < end)
@@ -244,7 +247,7 @@ def settle(conn, start: datetime, end: datetime, run_id: str | None, unpublished
             submitted_at=None,
         )  # fmt: skip
     )
-    unserved = and_(in_window, backfill_requests.c.status.in_(sources("fail")))
+    unserved = and_(in_window, backfill_requests.c.run_key == run_key, backfill_requests.c.status.in_(sources("fail")))
     fail = update(backfill_requests).values(status=Status.FAILED, updated_at=now, permanent=False)
     for minute, error in unpublished.items():
         conn.execute(fail.where(unserved, backfill_requests.c.minute == minute).values(error=error[:2000]))

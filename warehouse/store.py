@@ -282,6 +282,7 @@ class Warehouse:
         depth: int,
         run_id: str | None = None,
         *,
+        run_key: str | None = None,
         row_count_threshold: float = 0.9,
         top: int = 100,
     ) -> Merge:
@@ -293,7 +294,8 @@ class Warehouse:
         the merge would serve; only minutes that pass, with both datasets fetched, replace
         their `snapshots` row, which holds the served list. A blocked minute keeps its
         previous version, if any. Backfill requests are settled in the same transaction, so a
-        request succeeds exactly when its minute became visible. Memory is one window's rows.
+        request succeeds exactly when its minute became visible; those launched under `run_key`
+        (the run's Dagster run key) fail if it did not. Memory is one window's rows.
         """
         in_range = and_(rankings.c.minute >= start, rankings.c.minute < end)
         priced = (
@@ -397,7 +399,9 @@ class Warehouse:
             ]
             if stored:
                 conn.execute(insert(snapshots), [{**vars(s), **vars(lists.get(s.minute, EMPTY_LIST))} for s in stored])
-            settle(conn, start, end, run_id, {minute: blocked_error(failed) for minute, failed in blocked.items()})
+            settle(
+                conn, start, end, run_id, run_key, {minute: blocked_error(failed) for minute, failed in blocked.items()}
+            )
         return Merge(stored, quality, blocked)
 
     @staticmethod

@@ -19,6 +19,9 @@ from warehouse.quality import BLOCKING_CHECKS
 from warehouse.store import Merge
 
 TOP_ASSETS = dg.AssetKey("top_assets")
+# Dagster tags every sensor run with its run key, and a run retry inherits it: the key the
+# backfill requests of a run were submitted under (crypto_pipeline/sensors.py).
+RUN_KEY_TAG = "dagster/run_key"
 MATCH_RATE = "top_100_match_rate"
 CHECKS = {
     **BLOCKING_CHECKS,
@@ -57,7 +60,12 @@ def top_assets(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
     merge = Merge([], {}, {})
     for first, last in chunk_bounds(start, end, toplist.chunk_minutes):  # each chunk is its own transaction
         part = store.merge_top_assets(
-            first, last, toplist.depth, run_id=context.run_id, row_count_threshold=toplist.row_count_threshold
+            first,
+            last,
+            toplist.depth,
+            run_id=context.run_id,
+            run_key=context.run.tags.get(RUN_KEY_TAG),  # settles the backfill requests launched under it
+            row_count_threshold=toplist.row_count_threshold,
         )
         merge.stored.extend(part.stored)
         merge.quality.update(part.quality)

@@ -48,10 +48,13 @@ def this_minute() -> datetime:
 def materialize(emulator, database_url, dagster_instance):
     """Materialize one minute of all three assets: `materialize(minute, **resource_overrides)`."""
 
-    def run(partition: datetime, raise_on_error: bool = True, **overrides) -> dg.ExecuteInProcessResult:
+    def run(
+        partition: datetime, raise_on_error: bool = True, tags: dict | None = None, **overrides
+    ) -> dg.ExecuteInProcessResult:
         return dg.materialize(
             ASSETS,
             partition_key=partition.strftime(MINUTE_FORMAT),
+            tags=tags,
             resources=resources(emulator.url, database_url, **overrides),
             instance=dagster_instance,
             raise_on_error=raise_on_error,
@@ -146,7 +149,8 @@ def test_a_minute_failing_a_blocking_check_is_not_published(materialize, emulato
     store.requests.submit(minute, minute, "key-1")
     store.requests.launch("key-1", "earlier")
     # 250 rows required of 250 ranked: the assets CryptoCompare knows no CMC id for make it fail.
-    result = materialize(minute, raise_on_error=False, depth=250, row_count_threshold=1.0)
+    tags = {"dagster/run_key": "key-1"}  # the run the request was launched under
+    result = materialize(minute, raise_on_error=False, tags=tags, depth=250, row_count_threshold=1.0)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "blocked by checks" in failure.event_specific_data.error.message

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.api.conftest import seed_snapshot
-from warehouse.requests import RequestPolicy
+from warehouse.requests import NO_DATA_ERROR, RequestPolicy
 from warehouse.store import Warehouse
 
 MINUTE = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -160,3 +160,14 @@ def test_a_permanent_failure_never_uses_up_the_attempts(requests):
     assert (refused.attempts, POLICY.next_attempt(refused)) == (POLICY.max_attempts, NOW + timedelta(minutes=4))
     again = requests.ask(MINUTE, POLICY, NOW + timedelta(minutes=4))
     assert (again.status, again.attempts, again.permanent) == ("requested", 0, False)
+
+
+def test_a_merge_fails_only_the_requests_launched_under_its_run(requests, database_url):
+    """Two runs cover the same window (a range run, a re-run): the one that stored nothing fails
+    its own requests, never those another run is still working on."""
+    store = Warehouse(database_url)
+    launched(requests, MINUTE, key="key-1", run_id="run-1")
+    launched(requests, NEXT, key="key-2", run_id="run-2")
+    store.merge_top_assets(MINUTE, NEXT + timedelta(minutes=1), 200, run_id="run-1", run_key="key-1")  # no data
+    assert (requests.get(MINUTE).status, requests.get(MINUTE).error) == ("failed", NO_DATA_ERROR)
+    assert (requests.get(NEXT).status, requests.get(NEXT).run_id) == ("launched", "run-2")

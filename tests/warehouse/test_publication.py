@@ -42,7 +42,7 @@ def test_empty_prices_block_the_minute_and_the_nearest_good_one_is_served(databa
     ranking_rows, _ = market_rows(MINUTE)
     store_upstream(store, MINUTE, ranking_rows, [])
 
-    merge = store.merge_top_assets(MINUTE, END, 200, run_id="run-1")
+    merge = store.merge_top_assets(MINUTE, END, 200, run_id="run-1", run_key="key-1")
     assert merge.stored == [] and merge.blocked == {MINUTE: ["row_count"]}
     assert merge.quality[MINUTE].rows == 0 and merge.quality[MINUTE].ranked == 250
     assert served_rows(store, MINUTE) == []
@@ -75,7 +75,7 @@ def test_a_missing_source_publishes_nothing(database_url):
     launched_request(store, MINUTE)
     ranking_rows, _ = market_rows(MINUTE)
     store_upstream(store, MINUTE, ranking_rows, None)  # the price fetch failed: no prices, no fetch row
-    merge = store.merge_top_assets(MINUTE, END, 200, run_id="run-1")
+    merge = store.merge_top_assets(MINUTE, END, 200, run_id="run-1", run_key="key-1")
     assert merge.stored == [] and served_rows(store, MINUTE) == []
     assert store.snapshot_at_or_before(MINUTE, TOLERANCE) is None
     assert store.requests.get(MINUTE).status == "failed"
