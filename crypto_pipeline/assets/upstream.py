@@ -2,7 +2,7 @@
 
 One step keeps a minute to one lean run; the two fetches run on two threads. Each upstream is
 its own failure domain: if one fails, the other is still written and materialized, then the
-step fails so Dagster retries it (transient errors only) and shows the failure.
+step fails so Dagster retries it (only what may heal in seconds) and shows the failure.
 
 A partition younger than `live_window_minutes` is fetched from the latest endpoints: the
 ranking first, then CMC quotes for exactly the ranked CMC ids. An older one, or a range, comes
@@ -28,7 +28,7 @@ from crypto_pipeline.history import (
 from crypto_pipeline.partitions import MINUTE_FORMAT, minute_partitions
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
-from crypto_pipeline.resources.errors import UpstreamBadRequest, UpstreamError, UpstreamTransientError
+from crypto_pipeline.resources.errors import PERMANENT_ERRORS, UpstreamBadRequest, UpstreamError, worth_a_quick_retry
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
 from warehouse.store import Fetch
@@ -326,7 +326,10 @@ def fetch_prices_and_rankings(
     failures: list[tuple[dg.AssetKey, BaseException]] = []
     # One candidate list for the whole range: chosen per chunk, it would be the previous chunk's
     # stored ranking, losing for the rest of the range every asset one chunk could not rank.
-    ranked = [] if whole.live else candidates(store, whole, cryptocompare, toplist.ranking_depth)
+    try:
+        ranked = [] if whole.live else candidates(store, whole, cryptocompare, toplist.ranking_depth)
+    except UpstreamError as error:  # the asset list comes from CryptoCompare too: classified like a fetch
+        raise step_failure([(RANKINGS, error)]) from error
     # Chunk by chunk, each committed on its own: memory is one chunk's, a failure keeps the
     # chunks before it, and a retry (or a re-execution) skips what its run family stored.
     for window in whole.chunks(toplist.chunk_minutes):
@@ -352,12 +355,18 @@ def fetch_prices_and_rankings(
             for minute in done.minutes:
                 yield dg.AssetMaterialization(asset_key=key, partition=minute.strftime(MINUTE_FORMAT))
     if failures:
-        transient = all(isinstance(error, UpstreamTransientError) for _, error in failures)
-        raise dg.Failure(
-            description="; ".join(f"{key.to_user_string()}: {error}" for key, error in failures),
-            allow_retries=transient,
-            metadata={"permanent": not transient},  # read back by the request sensor (a plan, a key)
-        )
+        raise step_failure(failures)
+
+
+def step_failure(failures: list[tuple[dg.AssetKey, BaseException]]) -> dg.Failure:
+    """The step's failure, classified: retried in the step only if every error may heal in
+    seconds; `permanent` (read back by the request sensor) if an operator must fix something."""
+    errors = [error for _, error in failures]
+    return dg.Failure(
+        description="; ".join(f"{key.to_user_string()}: {error}" for key, error in failures),
+        allow_retries=all(worth_a_quick_retry(error) for error in errors),
+        metadata={"permanent": any(isinstance(error, PERMANENT_ERRORS) for error in errors)},
+    )
 
 
 def run_family_started(context: dg.AssetExecutionContext) -> datetime:

@@ -53,3 +53,15 @@ class UpstreamBadRequest(UpstreamError):
 
 class UpstreamSchemaError(UpstreamError):
     """The body is JSON but not the shape we rely on (the upstream changed its format)."""
+
+
+# Only an operator heals these (a key, a plan): a backfill request failing on one says so, and
+# asking again is worth it once they are fixed. A spent quota heals by itself.
+PERMANENT_ERRORS = (UpstreamAuthError, UpstreamPlanError)
+
+
+def worth_a_quick_retry(error: BaseException) -> bool:
+    """Whether retrying in seconds may help: a transient upstream error, or an error nobody
+    classified (a dropped database connection, a bug). A known upstream refusal (key, plan,
+    quota, bad request, changed format) would fail again at once."""
+    return isinstance(error, UpstreamTransientError) or not isinstance(error, UpstreamError)

@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
+from crypto_pipeline.assets import upstream
 from crypto_pipeline.assets.top_assets import top_assets
 from crypto_pipeline.assets.upstream import fetch_prices_and_rankings
 from crypto_pipeline.partitions import MINUTE_FORMAT
@@ -238,3 +240,32 @@ def test_a_plan_without_history_fails_clearly_and_keeps_the_rankings(materialize
     assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)  # not transient
     store = Warehouse(database_url)
     assert len(rows(store, rankings, past)) == 250 and rows(store, prices, past) == []
+
+
+def step_failure(result: dg.ExecuteInProcessResult) -> tuple[bool, bool]:
+    """(permanent, retried in the step) of the fetch step's failure."""
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    permanent = failure.event_specific_data.user_failure_data.metadata["permanent"].value
+    return permanent, any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+
+
+def test_a_rejected_key_is_permanent_even_while_listing_the_assets_to_rank(materialize, emulator):
+    """Nothing stored near a past minute: the assets to rank come from CryptoCompare's list,
+    before any fetch; a rejected key there is still a failure only an operator can fix."""
+    result = materialize(this_minute() - timedelta(hours=2), cc_key="", raise_on_error=False)
+    assert step_failure(result) == (True, False)
+
+
+def test_a_spent_quota_heals_by_itself_so_it_is_not_permanent(materialize, emulator):
+    emulator.set_faults({endpoint: {"kind": "quota_exhausted"} for endpoint in ("cc_histominute", "cc_histohour")})
+    result = materialize(this_minute() - timedelta(hours=2), raise_on_error=False)
+    assert step_failure(result) == (False, False)  # retrying in seconds cannot help either
+
+
+def test_an_unexpected_error_is_not_permanent_and_is_retried(materialize, emulator, monkeypatch):
+    def database_down(*_):
+        raise sa_exc.OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(upstream, "record", database_down)
+    result = materialize(this_minute(), raise_on_error=False)
+    assert step_failure(result) == (False, True)
