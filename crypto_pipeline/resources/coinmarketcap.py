@@ -12,7 +12,7 @@ from pydantic import Field
 
 from common.settings import CMC_LIVE_URL
 from crypto_pipeline.resources.parsing import PriceRecord
-from crypto_pipeline.resources.sources import Fetched, SourceResource
+from crypto_pipeline.resources.sources import Fetched, Query, SourceResource
 
 MAX_POINTS_PER_CALL = 10000  # quotes/historical `count` cap
 INTERVAL_MINUTES = {"5m": 5, "10m": 10, "15m": 15, "30m": 30, "45m": 45, "1h": 60}
@@ -28,8 +28,8 @@ class CoinMarketCapResource(SourceResource):
     def base_urls(self) -> dict[str, str]:
         return {"cmc_base_url": self.base_url}
 
-    def source_names(self) -> list[tuple[str, str]]:
-        return [(self.live_source, "price"), (self.historical_source, "price")]
+    def source_names(self) -> list[tuple[str, str, Query | None]]:
+        return [(self.live_source, "price", "batch"), (self.historical_source, "price", "batch")]
 
     def quotes_latest(self, cmc_ids: list[int]) -> Fetched:
         """Latest USD quotes of exactly `cmc_ids` (deduplicated), batches fetched concurrently.
@@ -37,7 +37,7 @@ class CoinMarketCapResource(SourceResource):
         The source skips ids CMC does not know (a stale id must not fail the minute); each id
         asked for and not returned is counted as rejected."""
         ids = sorted(set(cmc_ids))
-        client = self.client(self.live_source, "price")
+        client = self.client(self.live_source, "price", "batch")
         with self.open(client) as http:
             fetched = client.fetch_batches(http, ids, {})
         returned = {record.cmc_id for record in fetched.records}
@@ -56,7 +56,7 @@ class CoinMarketCapResource(SourceResource):
         MAX_POINTS_PER_CALL points each (> ~34 days of 5-minute quotes), so nothing past the
         cap goes missing."""
         ids = sorted(set(cmc_ids))
-        client = self.client(self.historical_source, "price")
+        client = self.client(self.historical_source, "price", "batch")
         fetched = Fetched(client.source.provider.lower())
         with self.open(client) as http:
             for start, end, points in quote_windows(time_start, time_end, interval):

@@ -14,7 +14,7 @@ from pydantic import Field
 from common.settings import CRYPTOCOMPARE_DATA_API_LIVE_URL, CRYPTOCOMPARE_MIN_API_LIVE_URL
 from crypto_pipeline.resources.errors import UpstreamMalformed, UpstreamSchemaError
 from crypto_pipeline.resources.parsing import HistoryBar
-from crypto_pipeline.resources.sources import Fetched, SourceResource, search
+from crypto_pipeline.resources.sources import Fetched, Query, SourceResource, search
 
 HISTO_MAX_LIMIT = 2000
 HISTORY_SOURCES = {"minute": "cc_histominute", "hour": "cc_histohour"}
@@ -37,8 +37,11 @@ class CryptoCompareResource(SourceResource):
     def base_urls(self) -> dict[str, str]:
         return {"cryptocompare_data_api_url": self.data_api_url, "cryptocompare_min_api_url": self.min_api_url}
 
-    def source_names(self) -> list[tuple[str, str]]:
-        return [(self.ranking_source, "ranking"), *((name, "bar") for name in HISTORY_SOURCES.values())]
+    def source_names(self) -> list[tuple[str, str, Query | None]]:
+        return [
+            (self.ranking_source, "ranking", "pagination"),
+            *((name, "bar", None) for name in HISTORY_SOURCES.values()),
+        ]
 
     def top_by_volume(self, depth: int) -> Fetched:
         """The top `depth` assets by 24h volume in USD, pages fetched concurrently."""

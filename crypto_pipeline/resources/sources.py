@@ -76,6 +76,7 @@ class Strict(BaseModel):
 
 
 VARIABLE = r"^[A-Z][A-Z0-9_]*$"  # an environment variable's name
+Query = Literal["pagination", "batch"]  # how a use reads its source: pages of a list, or batches of ids
 
 
 class Auth(Strict):
@@ -241,8 +242,13 @@ def find_source(directories: Iterable[str], name: str, record: str | None = None
 
 def join_cmc_ids(rankings: list[RankingRecord], links: list[CmcIdLink], match: str) -> list[RankingRecord]:
     """Rankings with the CMC id their `match` field leads to; one without a link (or whose link has
-    no CMC id) stays unmatched, to be counted and flagged, never dropped."""
-    cmc_ids = {link.id: link.cmc_id for link in links if link.cmc_id is not None}
+    no CMC id) stays unmatched, to be counted and flagged, never dropped. An id the map leads to
+    two CMC ids stays unmatched too: either guess could price another asset under its name."""
+    leads: dict[int, set[int]] = {}
+    for link in links:
+        if link.cmc_id is not None:
+            leads.setdefault(link.id, set()).add(link.cmc_id)
+    cmc_ids = {link_id: cmc_id for link_id, (cmc_id, *others) in leads.items() if not others}
     return [
         r if r.cmc_id is not None else r.model_copy(update={"cmc_id": cmc_ids.get(getattr(r, match))}) for r in rankings
     ]
@@ -458,15 +464,21 @@ class SourceResource(UpstreamResource):
         """The base URL of each setting this resource was configured with."""
         raise NotImplementedError
 
-    def source_names(self) -> list[tuple[str, str]]:
-        """(name, record kind) of every source file this resource reads."""
+    def source_names(self) -> list[tuple[str, str, Query | None]]:
+        """(name, record kind, how it is queried) of every source file this resource reads."""
         raise NotImplementedError
 
     def sources_in_use(self) -> list[Source]:
         """The source files this resource reads, with the id maps they bridge through."""
-        sources = [find_source(self.sources_dirs, name, record) for name, record in self.source_names()]
-        bridges = [find_source(self.sources_dirs, s.cmc_ids.source) for s in sources if s.cmc_ids is not None]
-        return sources + bridges
+        sources = [find_source(self.sources_dirs, name, record) for name, record, _ in self.source_names()]
+        return sources + [self.bridge(s) for s in sources if s.cmc_ids is not None]
+
+    def bridge(self, source: Source) -> Source:
+        """The id map `source` bridges through (`cmc_ids.source`), a file of `cmc_id_link` records."""
+        try:
+            return find_source(self.sources_dirs, source.cmc_ids.source, "cmc_id_link")
+        except SourceConfigError as error:
+            raise SourceConfigError(f"source {source.name}.yaml: cmc_ids.source: {error}") from None
 
     @classmethod
     def wired(cls, environ: Mapping[str, str], emulator_url: str | None = None, **config: Any) -> Self:
@@ -486,40 +498,42 @@ class SourceResource(UpstreamResource):
                     raise SourceConfigError(f"source {source.name}.yaml: base_url_env: {own} is not set")
                 urls[own] = emulator_url or environ[own]
         resource = cls(**config, api_keys=keys, source_urls=urls)
-        for name, record in resource.source_names():
-            resource.client(name, record)
+        for use in resource.source_names():
+            resource.client(*use)
         return resource
 
-    def client(self, name: str, record: str | None = None) -> SourceClient:
-        """The client of source `name`, which must give `record` records when that is given.
+    def client(self, name: str, record: str | None = None, query: Query | None = None) -> SourceClient:
+        """The client of source `name`, which must give `record` records and describe how it is
+        queried (`query`: `pagination` or `batch`) when these are given.
 
         This resource must hold the key of the variable the file names (no other key ever goes
         out under its header) and the host the file names.
         """
         source, resource = find_source(self.sources_dirs, name, record), type(self).__name__
+        if query is not None and getattr(source, query) is None:
+            raise SourceConfigError(f"source {name}.yaml: {query}: {resource} reads it by {query}, the file has none")
         if source.auth.env not in self.api_keys:
             raise SourceConfigError(f"source {name}.yaml: auth.env: {resource} has no key from {source.auth.env}")
         key, host = source.host
         if host not in {**self.base_urls(), **self.source_urls}:
             raise SourceConfigError(f"source {name}.yaml: {key}: {resource} has no {host.upper()}")
         if source.cmc_ids is not None:
+            links = self.bridge(source)
             try:
-                links = self.client(source.cmc_ids.source, "cmc_id_link")
+                self.client(links.name, "cmc_id_link", "pagination")
             except SourceConfigError as error:
                 raise SourceConfigError(f"source {name}.yaml: cmc_ids.source: {error}") from None
-            if links.source.pagination is None:
-                raise SourceConfigError(f"source {name}.yaml: cmc_ids.source: {links.source.name} has no pagination")
         return SourceClient(source)
 
     def fetch_ranking(self, name: str, depth: int, page_size: int) -> Fetched:
         """The first `depth` places of ranking source `name`; a list without CMC ids gets them
         through the id map its file names (`cmc_ids`), read `cmc_ids.depth` records deep."""
-        client = self.client(name, "ranking")
+        client = self.client(name, "ranking", "pagination")
         with self.open(client) as http:
             ranking = client.fetch_list(http, depth, page_size)
         bridge = client.source.cmc_ids
         if bridge is not None:
-            links_client = self.client(bridge.source, "cmc_id_link")
+            links_client = self.client(bridge.source, "cmc_id_link", "pagination")
             with self.open(links_client) as http:
                 links = links_client.fetch_list(http, bridge.depth, page_size)
             ranking.records = join_cmc_ids(ranking.records, links.records, bridge.match)

@@ -19,8 +19,16 @@ from crypto_pipeline.assets.top_assets import top_assets
 from crypto_pipeline.assets.upstream import fetch_prices_and_rankings
 from crypto_pipeline.partitions import MINUTE_FORMAT
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
+from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.errors import UpstreamQuotaExhausted
-from crypto_pipeline.resources.sources import SOURCES_DIR, SourceConfigError, load_source, sources_in
+from crypto_pipeline.resources.parsing import CmcIdLink, RankingRecord
+from crypto_pipeline.resources.sources import (
+    SOURCES_DIR,
+    SourceConfigError,
+    join_cmc_ids,
+    load_source,
+    sources_in,
+)
 from tests.assets.test_pipeline import resources
 from tests.conftest import FIXTURES, ROOT
 from tests.resources.test_clients_emulator import MARKET, cc
@@ -208,15 +216,53 @@ def test_a_live_minute_ranked_by_totalvolfull_is_priced_and_joined_on_cmc_id(emu
     assert all(r["price_usd"] == MARKET.by_cmc_id[r["cmc_id"]].price(served_minute) for r in served)
 
 
-def test_a_bridge_to_a_source_that_is_no_id_map_is_refused_naming_the_file_and_key(tmp_path):
+@pytest.mark.parametrize(
+    ("bridge", "message"),
+    [
+        ("cc_histominute", r"cmc_ids\.source: source cc_histominute gives bar records, not cmc_id_link records"),
+        ("cc_no_such_map", r"cmc_ids\.source: no source file cc_no_such_map\.yaml in"),
+        ("cc_unpaged_map", r"cmc_ids\.source: source cc_unpaged_map\.yaml: pagination: CryptoCompareResource reads"),
+    ],
+)
+def test_a_bridge_that_is_no_paged_id_map_is_refused_at_load_naming_the_file_and_key(tmp_path, bridge, message):
     spec = yaml.safe_load((SOURCES_DIR / "cc_totalvolfull.yaml").read_text())
-    spec["cmc_ids"]["source"] = "cc_histominute"
+    spec["cmc_ids"]["source"] = bridge
     (tmp_path / "cc_totalvolfull.yaml").write_text(yaml.safe_dump(spec))
-    resource = cc(
-        "http://127.0.0.1:9", ranking_source="cc_totalvolfull", sources_dirs=[str(SOURCES_DIR), str(tmp_path)]
-    )
-    with pytest.raises(SourceConfigError, match=r"cc_totalvolfull\.yaml: cmc_ids\.source: source cc_histominute gives"):
-        resource.client("cc_totalvolfull", "ranking")
+    unpaged = yaml.safe_load((SOURCES_DIR / "cc_legacy_cmc_ids.yaml").read_text())
+    del unpaged["pagination"]
+    (tmp_path / "cc_unpaged_map.yaml").write_text(yaml.safe_dump({**unpaged, "name": "cc_unpaged_map"}))
+    with pytest.raises(SourceConfigError, match=rf"^source cc_totalvolfull\.yaml: {message}"):
+        CryptoCompareResource.wired({"CRYPTOCOMPARE_API_KEY": "a-key"}, ranking_source="cc_totalvolfull",
+                                    sources_dirs=[str(SOURCES_DIR), str(tmp_path)])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("resource", "config", "message"),
+    [  # listings/latest is a paged list: the live prices ask for the ranked ids, in batches
+        (CoinMarketCapResource, {"live_source": "cmc_listings_latest"},
+         r"source cmc_listings_latest\.yaml: batch: CoinMarketCapResource reads it by batch, the file has none"),
+        (CryptoCompareResource, {"ranking_source": "cc_unpaged_list"},
+         r"source cc_unpaged_list\.yaml: pagination: CryptoCompareResource reads it by pagination, the file has none"),
+    ],
+)  # fmt: skip
+def test_a_source_that_cannot_be_queried_as_its_use_needs_is_refused_at_load(tmp_path, resource, config, message):
+    """Validated at load, not in every live minute's run (which failed: "takes no batch of ids")."""
+    unpaged = yaml.safe_load((SOURCES_DIR / "cc_top_list.yaml").read_text())
+    del unpaged["pagination"]
+    (tmp_path / "cc_unpaged_list.yaml").write_text(yaml.safe_dump({**unpaged, "name": "cc_unpaged_list"}))
+    keys = {"CMC_API_KEY": "a-key", "CRYPTOCOMPARE_API_KEY": "a-key"}
+    with pytest.raises(SourceConfigError, match=message):
+        resource.wired(keys, sources_dirs=[str(SOURCES_DIR), str(tmp_path)], **config)
+
+
+def test_an_id_the_map_leads_to_two_cmc_ids_stays_unmatched():
+    """Never a guess: a legacy id with two CMC ids would price one of two assets under the ranked name."""
+    links = [CmcIdLink(id=5, cmc_id=50), CmcIdLink(id=6, cmc_id=60), CmcIdLink(id=5, cmc_id=51),
+             CmcIdLink(id=6, cmc_id=60), CmcIdLink(id=7, cmc_id=None)]  # fmt: skip
+    ranked = [RankingRecord(rank=i, cc_id=cc_id, symbol=f"S{cc_id}", name=f"N{cc_id}") for i, cc_id in
+              enumerate([5, 6, 7, 8], start=1)]  # fmt: skip
+    joined = join_cmc_ids(ranked, links, "cc_id")
+    assert [(r.cc_id, r.cmc_id) for r in joined] == [(5, None), (6, 60), (7, None), (8, None)]
 
 
 def test_a_sources_dir_that_does_not_exist_is_refused(tmp_path):
