@@ -5,11 +5,13 @@ warehouse/requests.py).
 Every tick (15 s):
 1. Reconcile what is in flight, by the run key each request carries (also a tag on its run).
    A run with that key → `launched` with its real run id. The run ended without storing the
-   minute (failed before the merge, canceled, or succeeded without data) → `failed`, with the
-   error and whether a retry could fix it. No run a minute after the key was handed over
+   minute (failed before the merge, canceled, ended by its max runtime, or succeeded without
+   data) → `failed`, with the error and whether a retry could fix it; a failed run whose
+   automatic retry may still come is waited for (RETRY_GRACE at most). No run a minute after the key was handed over
    (creation failed, or Dagster dropped a duplicate key) → `requested` again, under a new key.
    Launched but the run's record is gone (deleted, pruned) → `requested` again. Only Dagster's
-   records and the warehouse are read, never memory, so a daemon restart changes nothing.
+   records and the warehouse are read, never memory, so a daemon restart changes nothing;
+   only changes are written.
 2. Submit due minutes: nearby requested minutes share one range run (range tags and the assets'
    single-run backfill policy), at most `max_minutes_per_run` long, `max_runs_per_tick` per
    tick, each under a fresh `run_key`.
