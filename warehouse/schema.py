@@ -147,6 +147,9 @@ snapshots = Table(
     Column("price_source", String(32), nullable=False),
     Column("fetched_at", UTCDateTime, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # Captured from the latest endpoints within its minute's live window: never replaced by a
+    # reconstruction from the historical ones unless a run is told to (README, "Live minutes are kept").
+    Column("live", Boolean, nullable=False, server_default=false()),
     # The served top list in rank order (rank = position + 1): what `top_assets` produces.
     Column("cmc_ids", PackedArray("i"), nullable=False),
     Column("prices_usd", PackedArray("d"), nullable=False),

@@ -74,6 +74,7 @@ class Snapshot:
     price_source: str
     fetched_at: datetime
     created_at: datetime
+    live: bool  # captured from the latest endpoints, not reconstructed
 
 
 SNAPSHOT_FIELDS = [snapshots.c[name] for name in Snapshot.__dataclass_fields__]
@@ -238,15 +239,23 @@ class Warehouse:
                 conn.execute(LOCK_HOURS, {"namespace": MINUTE_LOCK_NAMESPACE, "first": first, "last": last})
             yield conn
 
-    def replace_prices(self, start: datetime, end: datetime, rows: Sequence[dict], fetch_rows: Sequence[Fetch]) -> None:
-        """Replace prices of minutes in [start, end). Rows carry symbol and name for the asset dimension."""
+    def replace_prices(
+        self,
+        start: datetime,
+        end: datetime,
+        rows: Sequence[dict],
+        fetch_rows: Sequence[Fetch],
+        keep: Sequence[datetime] = (),
+    ) -> None:
+        """Replace prices of minutes in [start, end) but those in `keep`. Rows carry symbol and name
+        for the asset dimension."""
         fact_columns = [c.name for c in prices.columns]
         rows = _first_of_each(rows, ("minute", "cmc_id"))  # concurrent upstream pages can repeat an id
         latest_names = {row["cmc_id"]: row for row in rows}  # later minutes win
         now = utcnow()
         with self._writing(start, end) as conn:
-            self._replace(conn, prices, start, end, [{c: r.get(c) for c in fact_columns} for r in rows])
-            self._replace_fetches(conn, "prices", start, end, fetch_rows)
+            self._replace(conn, prices, start, end, [{c: r.get(c) for c in fact_columns} for r in rows], keep)
+            self._replace_fetches(conn, "prices", start, end, fetch_rows, keep)
             dimension = [
                 {"cmc_id": cmc_id, "symbol": r["symbol"], "name": r["name"], "updated_at": now}
                 for cmc_id, r in sorted(latest_names.items())
@@ -255,23 +264,34 @@ class Warehouse:
                 conn.execute(_upsert(self.engine, assets, ["cmc_id"], ["symbol", "name"]), dimension)
 
     def replace_rankings(
-        self, start: datetime, end: datetime, rows: Sequence[dict], fetch_rows: Sequence[Fetch]
+        self,
+        start: datetime,
+        end: datetime,
+        rows: Sequence[dict],
+        fetch_rows: Sequence[Fetch],
+        keep: Sequence[datetime] = (),
     ) -> None:
-        """Replace rankings of minutes in [start, end)."""
+        """Replace rankings of minutes in [start, end) but those in `keep`."""
         with self._writing(start, end) as conn:
-            self._replace(conn, rankings, start, end, rows)
-            self._replace_fetches(conn, "rankings", start, end, fetch_rows)
+            self._replace(conn, rankings, start, end, rows, keep)
+            self._replace_fetches(conn, "rankings", start, end, fetch_rows, keep)
 
     @staticmethod
-    def _replace(conn, table, start: datetime, end: datetime, rows: Sequence[dict]) -> None:
-        conn.execute(delete(table).where(table.c.minute >= start, table.c.minute < end))
-        for chunk in _chunks(list(rows), 5000):
+    def _replace(conn, table, start: datetime, end: datetime, rows: Sequence[dict], keep: Sequence[datetime]) -> None:
+        conn.execute(delete(table).where(_window_except(table.c.minute, start, end, keep)))
+        kept = set(keep)
+        for chunk in _chunks([row for row in rows if row["minute"] not in kept], 5000):
             conn.execute(insert(table), chunk)
 
-    def _replace_fetches(self, conn, dataset: str, start: datetime, end: datetime, rows: Sequence[Fetch]) -> None:
+    @staticmethod
+    def _replace_fetches(
+        conn, dataset: str, start: datetime, end: datetime, rows: Sequence[Fetch], keep: Sequence[datetime]
+    ) -> None:
         conn.execute(
-            delete(fetches).where(fetches.c.dataset == dataset, fetches.c.minute >= start, fetches.c.minute < end)
+            delete(fetches).where(fetches.c.dataset == dataset, _window_except(fetches.c.minute, start, end, keep))
         )
+        kept = set(keep)
+        rows = [f for f in rows if f.minute not in kept]
         if rows:
             conn.execute(insert(fetches), [vars(f) for f in rows])
 
@@ -381,7 +401,7 @@ class Warehouse:
             lists: dict[datetime, TopList] = {}
             served_rows = (
                 select(served.c.minute, served.c.cmc_id, served.c.price_usd, served.c.volume_24h_usd)
-                .where(_publishing(served.c.minute, start, end, held_back))
+                .where(_window_except(served.c.minute, start, end, held_back))
                 .order_by(served.c.minute, served.c.rank)
             )
             for minute, cmc_id, price, volume in conn.execute(served_rows):
@@ -415,6 +435,7 @@ class Warehouse:
                 "source": "emulated" if any(f.emulated for f in pair.values()) else "live",
                 "price_source": pair["prices"].provider,
                 "fetched_at": max(f.fetched_at for f in pair.values()),
+                "live": all(f.mode == "latest" for f in pair.values()),
             }
             for minute, pair in by_minute.items()
             if {"prices", "rankings"} <= pair.keys()
@@ -445,6 +466,17 @@ class Warehouse:
                         deleted[table.name] += conn.execute(delete(table).where(table.c.minute.in_(minutes))).rowcount
                         fetched = delete(fetches).where(fetches.c.dataset == table.name, fetches.c.minute.in_(minutes))
                         deleted["fetches"] += conn.execute(fetched).rowcount
+
+    def captured_live(self, start: datetime, end: datetime) -> list[datetime]:
+        """The minutes in [start, end) captured live: a snapshot from the latest endpoints (its raw
+        rows may be pruned since), or raw rows fetched from them. A reconstruction would differ."""
+        in_window = and_(snapshots.c.minute >= start, snapshots.c.minute < end)
+        latest = and_(fetches.c.mode == "latest", fetches.c.minute >= start, fetches.c.minute < end)
+        query = (
+            select(snapshots.c.minute).where(in_window, snapshots.c.live).union(select(fetches.c.minute).where(latest))
+        )
+        with self.engine.connect() as conn:
+            return sorted(conn.execute(query).scalars())
 
     def fetched_since(self, start: datetime, end: datetime, dataset: str, since: datetime) -> bool:
         """Whether every minute in [start, end) has `dataset` stored by a fetch at or after `since`."""
@@ -547,10 +579,10 @@ class Warehouse:
             return [dict(row._mapping) for row in conn.execute(query)]
 
 
-def _publishing(column, start: datetime, end: datetime, held_back: Sequence[datetime]):
-    """The minutes in [start, end) a merge writes: all but those it holds back."""
+def _window_except(column, start: datetime, end: datetime, excluded: Sequence[datetime]):
+    """The minutes in [start, end) but the excluded ones (those a write keeps as they are)."""
     window = and_(column >= start, column < end)
-    return and_(window, column.not_in(held_back)) if held_back else window
+    return and_(window, column.not_in(excluded)) if excluded else window
 
 
 def _first_of_each(rows: Sequence[dict], key: tuple[str, ...]) -> list[dict]:

@@ -6,7 +6,7 @@ partition's window and reports the same verdicts as asset checks, so what the Da
 is exactly what blocked.
 """
 
-from datetime import UTC
+from datetime import UTC, timedelta
 
 import dagster as dg
 
@@ -70,13 +70,17 @@ def top_assets(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
         merge.stored.extend(part.stored)
         merge.quality.update(part.quality)
         merge.blocked.update(part.blocked)
-    if not merge.quality:
+    kept: list = []
+    if len(merge.quality) < (end - start) // timedelta(minutes=1):  # minutes without raw rows to merge
+        kept = [m for m in store.captured_live(start, end) if m not in merge.quality]
+    if not merge.quality and not kept:
         raise dg.Failure(f"no minute in [{start:%Y-%m-%d %H:%M}, {end:%H:%M}) has prices and rankings stored")
+    metadata = {"kept_live_minutes": dg.MetadataValue.int(len(kept))} if kept else {}
     if merge.stored:
         last = merge.stored[-1]
         ranked = sum(s.matched + s.unmatched for s in merge.stored)
         matched = sum(s.matched for s in merge.stored)
-        metadata = {
+        metadata |= {
             "snapshots": dg.MetadataValue.int(len(merge.stored)),
             "rows": dg.MetadataValue.int(sum(s.row_count for s in merge.stored)),
             "matched": dg.MetadataValue.int(matched),
@@ -86,11 +90,11 @@ def top_assets(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
             "source": last.source,
             "price_source": last.price_source,
         }
-        if not merge.blocked:
-            yield dg.MaterializeResult(metadata=metadata)
-        else:  # only the published minutes of the window count as materialized
-            for snapshot in merge.stored:
-                yield dg.AssetMaterialization(TOP_ASSETS, partition=snapshot.minute.strftime(MINUTE_FORMAT))
+    if merge.blocked:  # only the published minutes of the window count as materialized
+        for snapshot in merge.stored:
+            yield dg.AssetMaterialization(TOP_ASSETS, partition=snapshot.minute.strftime(MINUTE_FORMAT))
+    elif metadata:
+        yield dg.MaterializeResult(metadata=metadata)
     for name, failing in verdicts(merge, toplist).items():
         yield dg.AssetCheckResult(
             check_name=name,

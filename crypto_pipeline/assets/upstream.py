@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+from pydantic import Field
 
 from crypto_pipeline.history import (
     bar_requests,
@@ -40,6 +41,17 @@ RANKINGS = dg.AssetKey("rankings")
 # requests do (crypto_pipeline/schedules.py), so on a busy machine the live minute's run, which
 # has a deadline, gets the CPU first.
 NICENESS_TAG = "crypto_toplist/niceness"
+
+
+class FetchConfig(dg.Config):
+    """Run configuration of `fetch_prices_and_rankings` (the launchpad's config editor)."""
+
+    replace_live_minutes: bool = Field(
+        default=False,
+        description="Replace minutes captured live with reconstructions from the historical endpoints. "
+        "Off: a range keeps what was captured live (raw rows and snapshot) and says so in `kept_live_minutes`.",
+    )
+
 
 UPSTREAM_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
@@ -228,6 +240,7 @@ class Stored:
     credits: int | None = None
     without_cmc_id: int = 0
     resumed: int = 0  # minutes an earlier attempt of this run had stored: not fetched again
+    kept_live: int = 0  # minutes captured live, kept instead of reconstructed
     provider: str = ""
     source: str = ""
 
@@ -256,6 +269,8 @@ class Stored:
             metadata["without_cmc_id"] = dg.MetadataValue.int(self.without_cmc_id)
         if self.resumed:
             metadata["resumed_minutes"] = dg.MetadataValue.int(self.resumed)
+        if self.kept_live:
+            metadata["kept_live_minutes"] = dg.MetadataValue.int(self.kept_live)
         return metadata
 
 
@@ -265,8 +280,9 @@ def rejected_at(batch: Batch, minute: datetime) -> int:
     return batch.rejected if batch.rejected_at is None else batch.rejected_at.get(minute, 0)
 
 
-def record(store, key: dg.AssetKey, window: Window, batch: Batch) -> Stored:
-    """Replace the window's rows of one dataset (one transaction) and say what was written."""
+def record(store, key: dg.AssetKey, window: Window, batch: Batch, keep: list[datetime]) -> Stored:
+    """Replace the window's rows of one dataset but the minutes in `keep` (one transaction) and say
+    what was written."""
     counts = Counter(row["minute"] for row in batch.rows)
     dataset = key.path[-1]
     fetches = [
@@ -274,7 +290,7 @@ def record(store, key: dg.AssetKey, window: Window, batch: Batch) -> Stored:
         for m in window.minutes
     ]
     replace = store.replace_prices if key == PRICES else store.replace_rankings
-    replace(window.start, window.end, batch.rows, fetches)
+    replace(window.start, window.end, batch.rows, fetches, keep)
     return Stored(
         rows=len(batch.rows), rejected=batch.rejected, reasons=batch.reasons[:20], credits=batch.credits,
         without_cmc_id=sum(1 for r in batch.rows if key == RANKINGS and r["cmc_id"] is None),
@@ -311,6 +327,7 @@ def fetch_prices_and_rankings(
     cryptocompare: CryptoCompareResource,
     warehouse: WarehouseResource,
     toplist: ToplistConfig,
+    config: FetchConfig,
 ):
     yield_cpu(context.run.tags)
     whole = Window(
@@ -330,17 +347,27 @@ def fetch_prices_and_rankings(
         ranked = [] if whole.live else candidates(store, whole, cryptocompare, toplist.ranking_depth)
     except UpstreamError as error:  # the asset list comes from CryptoCompare too: classified like a fetch
         raise step_failure([(RANKINGS, error)]) from error
+    # What was captured live is never replaced by a reconstruction unless the run config says so
+    # (a range re-run over the UI's "missing" partitions after pruning or a HISTORY_START move).
+    replaceable = whole.live or config.replace_live_minutes
+    kept = set() if replaceable else set(store.captured_live(whole.start, whole.end))
+    if kept:
+        context.log.info("%d minutes captured live are kept, not reconstructed (replace_live_minutes)", len(kept))
     # Chunk by chunk, each committed on its own: memory is one chunk's, a failure keeps the
     # chunks before it, and a retry (or a re-execution) skips what its run family stored.
     for window in whole.chunks(toplist.chunk_minutes):
+        keep = [minute for minute in window.minutes if minute in kept]
         todo = []
         for key in selected:
-            if window.live or not store.fetched_since(window.start, window.end, key.path[-1], since):
+            stored[key].kept_live += len(keep)
+            if len(keep) == len(window.minutes):
+                stored[key].minutes += window.minutes
+            elif window.live or not store.fetched_since(window.start, window.end, key.path[-1], since):
                 todo.append(key)
             else:
                 stored[key].minutes += window.minutes
                 stored[key].resumed += len(window.minutes)
-        for key, outcome in fetch_chunk(window, todo, ranked, cmc, cryptocompare, store, toplist).items():
+        for key, outcome in fetch_chunk(window, todo, ranked, cmc, cryptocompare, store, toplist, keep).items():
             if isinstance(outcome, BaseException):
                 context.log.error("%s failed: %s", key.to_user_string(), outcome)
                 failures.append((key, outcome))
@@ -388,8 +415,10 @@ def fetch_chunk(
     cryptocompare: CryptoCompareResource,
     store,
     toplist: ToplistConfig,
+    keep: list[datetime],
 ) -> dict[dg.AssetKey, Stored | BaseException]:
-    """Fetch and store one chunk of each selected dataset concurrently; one failing never stops the other."""
+    """Fetch and store one chunk of each selected dataset concurrently, but the minutes in `keep`;
+    one failing never stops the other."""
     if not selected:
         return {}
     # Worker threads do I/O only; all logging and events stay on the asset's thread.
@@ -411,5 +440,7 @@ def fetch_chunk(
                 else (lambda: past_prices_from_cmc(cmc, window, ranked, max_quote_age)),
                 RANKINGS: lambda: past_rankings(series.result(), window, toplist.ranking_depth),
             }
-        futures = {key: pool.submit(lambda key=key: record(store, key, window, fetchers[key]())) for key in selected}
+        futures = {
+            key: pool.submit(lambda key=key: record(store, key, window, fetchers[key](), keep)) for key in selected
+        }
     return {key: future.exception() or future.result() for key, future in futures.items()}

@@ -215,7 +215,7 @@ def test_health_readiness_and_metrics(api, store):
 
 
 def test_csv_prices_are_plain_decimals_with_full_precision():
-    snapshot = Snapshot(this_minute(), 0, 0, 0, "live", "coinmarketcap", this_minute(), this_minute())
+    snapshot = Snapshot(this_minute(), 0, 0, 0, "live", "coinmarketcap", this_minute(), this_minute(), True)
     prices = [10.0**e * m for e in range(-10, 7) for m in (1.0, 1.234, 9.87654321)] + [0.00001234, 91234.56]
     rows = [{"rank": i, "symbol": "X", "price_usd": p} for i, p in enumerate(prices, start=1)]
     text = render(snapshot, this_minute(), rows, "csv").identity.body.decode()

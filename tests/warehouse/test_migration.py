@@ -102,3 +102,27 @@ def test_upgrade_refuses_to_drop_served_rows_without_a_snapshot_row(database_url
     with store.engine.begin() as conn:
         conn.execute(sa.delete(old_top_assets))
     store.upgrade()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_upgrade_marks_the_snapshots_fetched_within_the_live_window_as_captured_live(database_url):
+    """Migration 0004: before it, a snapshot did not say how it was captured; one fetched within
+    the default live window (3 minutes) of its minute was a live run's."""
+    store = Warehouse(database_url)
+    store.migrate("downgrade", "0003_request_lifecycle")
+    fetched_after = {MINUTES[0]: timedelta(seconds=20), MINUTES[1]: timedelta(minutes=2, seconds=59),
+                     MINUTES[2]: timedelta(minutes=3), MINUTES[3]: timedelta(days=2)}  # fmt: skip
+    empty_lists = dict.fromkeys(("cmc_ids", "prices_usd", "volumes_24h_usd"), b"")
+    at_0003 = sa.table(
+        "toplist_snapshots",
+        *(sa.column(c.name, c.type) for c in old_snapshots.columns),
+        *(sa.column(c) for c in empty_lists),
+    )
+    with store.engine.begin() as conn:
+        for minute, after in fetched_after.items():
+            conn.execute(sa.insert(at_0003), {**snapshot_row(minute, 0), "fetched_at": minute + after, **empty_lists})
+    store.upgrade()
+    live = {m: store.snapshot_at_or_before(m, timedelta(minutes=1)).live for m in MINUTES}
+    assert live == {MINUTES[0]: True, MINUTES[1]: True, MINUTES[2]: False, MINUTES[3]: False}
+    store.migrate("downgrade", "0003_request_lifecycle")
+    assert "live" not in {c["name"] for c in sa.inspect(store.engine).get_columns("toplist_snapshots")}

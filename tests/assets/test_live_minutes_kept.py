@@ -1,0 +1,71 @@
+"""A minute captured live is never replaced by a reconstruction from the historical endpoints,
+unless the run config says so: a range over it (the UI's "materialize missing" after pruning
+or a HISTORY_START move) keeps its raw rows and snapshot, and says so in metadata."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import dagster as dg
+import pytest
+from sqlalchemy import select
+
+from crypto_pipeline.partitions import MINUTE_FORMAT
+from tests.assets.test_pipeline import ASSETS, resources, this_minute
+from warehouse.schema import fetches
+from warehouse.store import Warehouse
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+def modes(store: Warehouse, minute: datetime) -> set[str]:
+    with store.engine.connect() as conn:
+        return set(conn.execute(select(fetches.c.mode).where(fetches.c.minute == minute)).scalars())
+
+
+def kept_live(result: dg.ExecuteInProcessResult, asset: str) -> int | None:
+    """The run's `kept_live_minutes` for `asset` (a range run repeats its metadata for each partition)."""
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key.path == [asset]]
+    (kept,) = {getattr(e.materialization.metadata.get("kept_live_minutes"), "value", None) for e in events}
+    return kept
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_a_range_keeps_the_minutes_captured_live_unless_forced(emulator, database_url, dagster_instance):
+    live = this_minute() - timedelta(minutes=1)  # still live (LIVE_WINDOW_MINUTES 3), and past for history
+    chosen = resources(emulator.url, database_url, depth=20, ranking_depth=30)
+
+    def materialize(first: datetime, last: datetime, **config) -> dg.ExecuteInProcessResult:
+        tags = {RANGE_START: first.strftime(MINUTE_FORMAT), RANGE_END: last.strftime(MINUTE_FORMAT)}
+        run_config = {"ops": {"fetch_prices_and_rankings": {"config": config}}} if config else None
+        return dg.materialize(ASSETS, resources=chosen, instance=dagster_instance, tags=tags, run_config=run_config)
+
+    store = Warehouse(database_url)
+    materialize(live, live)
+    assert modes(store, live) == {"latest"}
+    # What was captured; a merge from the same raw rows may write it again with a new created_at.
+    captured = replace(store.snapshot_at_or_before(live, timedelta(minutes=1)), created_at=None)
+    assert captured.live
+    served = store.snapshot_rows(live, 20)
+
+    over_raw_rows = materialize(live - timedelta(minutes=1), live)  # a range: from the historical endpoints
+
+    assert modes(store, live) == {"latest"} and store.snapshot_rows(live, 20) == served
+    assert modes(store, live - timedelta(minutes=1)) == {"historical"}  # the rest of the range is stored
+    assert kept_live(over_raw_rows, "prices") == kept_live(over_raw_rows, "rankings") == 1
+
+    store.prune_raw(fetched_before=this_minute() + timedelta(minutes=1))  # only the snapshot is left
+    over_snapshot = materialize(live - timedelta(minutes=1), live)
+
+    assert kept_live(over_snapshot, "prices") == kept_live(over_snapshot, "top_assets") == 1
+    assert replace(store.snapshot_at_or_before(live, timedelta(minutes=1)), created_at=None) == captured
+    assert store.snapshot_rows(live, 20) == served and modes(store, live) == set()
+
+    forced = materialize(live - timedelta(minutes=1), live, replace_live_minutes=True)
+
+    assert kept_live(forced, "prices") is None
+    assert modes(store, live) == {"historical"}
+    reconstructed = store.snapshot_at_or_before(live, timedelta(minutes=1))
+    assert not reconstructed.live and reconstructed.fetched_at > captured.fetched_at
