@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -119,6 +120,19 @@ class MinuteWriter(threading.Thread):
         self.stopped = threading.Event()
         self.lags: list[float] = []  # seconds from each minute's start to its snapshot stored
         self.error: Exception | None = None
+        self.stored = this_minute()  # the newest minute stored (main() stores the first)
+
+    def wait_clear_of_stores(self, seconds: float) -> None:
+        """Return when a run of `seconds` starting now overlaps no store. A store is a burst of
+        CPU in this process; a minute holds about six 10 s runs, a multiple of the three servers of
+        a one-worker row, so its bursts would otherwise land in the same server's runs for most of
+        the benchmark and bias that server's p99."""
+        while self.is_alive():
+            minute = this_minute()
+            run_ends = datetime.now(UTC) + timedelta(seconds=seconds + 1)
+            if self.stored >= minute and run_ends < minute + timedelta(minutes=1):
+                return
+            time.sleep(0.1)
 
     def run(self) -> None:
         while True:
@@ -131,6 +145,7 @@ class MinuteWriter(threading.Thread):
                 self.error = error
                 return
             self.lags.append((datetime.now(UTC) - minute).total_seconds())
+            self.stored = minute
 
 
 def serve(servers: Stack, app: str, port: int, workers: int) -> int:
@@ -260,10 +275,12 @@ def main() -> None:
             sizes = {case.name: check(case, answers[case.key]) for case in rows}
             runs = [(case, server) for case in rows for server in (*case.baselines(), "real")]
             for case, server in runs:  # warm caches, the fast path's validated queries and the interpreter
+                writer.wait_clear_of_stores(2)
                 wrk(case, server, 2, args, groups[server, case.workers])
             results: dict[tuple[str, str], list[Figures]] = {(case.name, server): [] for case, server in runs}
             for _ in range(args.rounds):
                 for case, server in runs:
+                    writer.wait_clear_of_stores(args.seconds)
                     figures = wrk(case, server, args.seconds, args, groups[server, case.workers])
                     results[case.name, server].append(figures)
         finally:
