@@ -6,7 +6,7 @@ Each tick is evaluated as the code server does it: a fresh context from an insta
 tick that touches `context.instance` pays for building the DagsterInstance, as in production.
 Phases: (1) idle (nothing open: one query, no instance), (2) `--requests` requested minutes in
 flight under the runs created for them (the instance is built and the run records are read by tag).
-The sensor ticks every 15 s, so CPU per minute is four ticks.
+CPU per minute is the tick's CPU times the ticks a minute (60 / REQUEST_INTERVAL_SECONDS).
 """
 
 from __future__ import annotations
