@@ -59,10 +59,15 @@ UPSTREAM_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPON
 class Window:
     """The minutes a run covers, and whether they are live."""
 
-    def __init__(self, start: datetime, end: datetime, now: datetime, live_window: timedelta) -> None:
+    def __init__(
+        self, start: datetime, end: datetime, now: datetime, live_window: timedelta, minute_bars: bool | None = None
+    ) -> None:
         self.start, self.end, self.now = start, end, now
         self.minutes = minutes_in(start, end)
         self.live = len(self.minutes) == 1 and start <= now < start + live_window
+        # CryptoCompare's bar size, chosen once per range like the candidates: chunks on both sides
+        # of the 7-day minute-bar limit would rank with minute bars on one side, hourly on the other.
+        self.minute_bars = uses_minute_bars(start, now) if minute_bars is None else minute_bars
 
     @property
     def mode(self) -> str:
@@ -73,7 +78,8 @@ class Window:
         if self.live:
             return [self]
         return [
-            Window(start, end, self.now, timedelta(0)) for start, end in chunk_bounds(self.start, self.end, minutes)
+            Window(start, end, self.now, timedelta(0), self.minute_bars)
+            for start, end in chunk_bounds(self.start, self.end, minutes)
         ]
 
 
@@ -187,7 +193,7 @@ def cryptocompare_series(
 ) -> CryptoCompareSeries:
     """Every candidate's bars for the whole window, fetched once, `concurrency` series at a time,
     each summarized per minute on its thread so only `concurrency` series are held at once."""
-    minute_bars = uses_minute_bars(window.start, window.now)
+    minute_bars = window.minute_bars
     calls = bar_requests(window.start, window.end, minute_bars)
 
     def summary_of(candidate: dict):

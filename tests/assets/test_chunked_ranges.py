@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import select
 
+from crypto_pipeline.history import CC_MINUTE_HISTORY
 from crypto_pipeline.partitions import MINUTE_FORMAT
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
@@ -146,3 +147,19 @@ def test_every_chunk_ranks_the_candidates_of_the_range(emulator, database_url, d
     with store.engine.connect() as conn:
         ranked = set(conn.execute(select(rankings.c.minute).where(rankings.c.symbol == symbol)).scalars())
     assert ranked == {first + timedelta(minutes=m) for m in range(CHUNK, 3 * CHUNK)}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_range_across_the_minute_bar_limit_uses_one_bar_size(emulator, database_url, dagster_instance):
+    """CryptoCompare keeps minute bars 7 days: a range starting before the limit ranks every chunk
+    from hourly bars, also the chunks after it, so one range never mixes two volume measures."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    first = now - (CC_MINUTE_HISTORY - timedelta(days=1)) - timedelta(minutes=CHUNK)  # the middle chunk on the edge
+    before = emulator.requests()
+
+    result = materialize_range(emulator, database_url, dagster_instance, first, 3 * CHUNK)
+
+    after = emulator.requests()
+    assert result.success
+    assert after.get("cc_histohour", 0) > before.get("cc_histohour", 0)
+    assert after.get("cc_histominute", 0) == before.get("cc_histominute", 0)
