@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, exists, func, insert, or_, select, update
 
 from warehouse.schema import backfill_requests, snapshots
 
@@ -206,10 +206,14 @@ class BackfillRequests:
         )
 
     def fail(self, run_key: str, error: str, permanent: bool, now: datetime | None = None) -> int:
-        """The run ended without storing these minutes (the backoff counts from now)."""
+        """The run ended without storing these minutes (the backoff counts from now). A minute
+        another run stored meanwhile (asked for just after that run's merge) succeeds instead:
+        /backfills never says failed for a minute `/` serves."""
+        mine = backfill_requests.c.run_key == run_key
+        served = exists().where(snapshots.c.minute == backfill_requests.c.minute)
         return self._move(
-            "fail", backfill_requests.c.run_key == run_key, now=now, error=error[:2000], permanent=permanent
-        )
+            "succeed", mine & served, now=now, error=None, permanent=False, run_key=None, submitted_at=None
+        ) + self._move("fail", mine & ~served, now=now, error=error[:2000], permanent=permanent)
 
     def _move(self, transition: str, where, now: datetime | None = None, **values) -> int:
         statement = (

@@ -171,3 +171,15 @@ def test_a_merge_fails_only_the_requests_launched_under_its_run(requests, databa
     store.merge_top_assets(MINUTE, NEXT + timedelta(minutes=1), 200, run_id="run-1", run_key="key-1")  # no data
     assert (requests.get(MINUTE).status, requests.get(MINUTE).error) == ("failed", NO_DATA_ERROR)
     assert (requests.get(NEXT).status, requests.get(NEXT).run_id) == ("launched", "run-2")
+
+
+def test_a_run_failing_for_a_minute_another_run_stored_makes_it_succeed(requests, database_url):
+    """The API's lookup missed the minute, another run stored it, then the API asked for it (the
+    miss is kept a second): the request's own run failing must not make /backfills say failed
+    while / serves the minute."""
+    seed_snapshot(Warehouse(database_url), MINUTE)
+    launched(requests, MINUTE, NEXT)
+    assert requests.fail("key-1", "coinmarketcap: HTTP 503", False, NOW) == 2
+    served, unserved = requests.get(MINUTE), requests.get(NEXT)
+    assert (served.status, served.error, served.run_key) == ("succeeded", None, None)
+    assert (unserved.status, unserved.error) == ("failed", "coinmarketcap: HTTP 503")
