@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     upstream_concurrency: int = Field(default=4, ge=1, le=32)
     cryptocompare_page_size: int = Field(default=100, ge=10, le=100)
     live_price_source: str = Field(
-        default="cmc_quotes_latest", description="Source file of live prices: quotes of a batch of ids."
+        default="cmc_quotes_latest", description="Source file of live prices, asked for ids (batch or lookup)."
     )
     ranking_source: str = Field(default="cc_top_list", description="Source file of the live ranking.")
     sources_dir: Path | None = Field(

@@ -5,8 +5,9 @@ its own failure domain: if one fails, the other is still written and materialize
 step fails so Dagster retries it (only what may heal in seconds) and shows the failure.
 
 A partition younger than `live_window_minutes` is fetched from the latest endpoints: the
-ranking first, then CMC quotes for exactly the ranked CMC ids. An older one, or a range, comes
-from the historical endpoints, once per upstream series for the whole range.
+ranking first, then the live price source asked for exactly the ranked CMC ids (by id, or
+looked up in a volume-sorted list). An older one, or a range, comes from the historical
+endpoints, once per upstream series for the whole range.
 """
 
 import os
@@ -134,7 +135,7 @@ def cmc_ids_of(ranked: list[dict]) -> list[int]:
 
 
 def live_prices(cmc: CoinMarketCapResource, window: Window, ranked: list[dict]) -> Batch:
-    """CMC quotes for exactly the ranked ids: no ranked asset goes unpriced for want of CMC volume."""
+    """Prices of exactly the ranked ids; one the live source does not answer is counted, not fatal."""
     fetch = cmc.quotes_latest(cmc_ids_of(ranked))
     rows = [{**r.model_dump(), "minute": window.start} for r in fetch.records]
     return Batch(rows, fetch.provider, fetch.emulated, fetch.rejected, fetch.reasons, fetch.credits)

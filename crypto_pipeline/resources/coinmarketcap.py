@@ -1,4 +1,4 @@
-"""CoinMarketCap Pro: quotes/latest of the ranked ids for live minutes, quotes/historical for past ones.
+"""CoinMarketCap Pro: the ranked ids' latest prices for live minutes, quotes/historical for past ones.
 
 The endpoints are source files (`crypto_pipeline/sources/cmc_*.yaml`); this resource picks
 which one serves what, counts the ids a reply left out and windows long historical ranges.
@@ -22,30 +22,24 @@ class CoinMarketCapResource(SourceResource):
     """CMC Pro API client. The key travels only in the header its source files name."""
 
     base_url: str = CMC_LIVE_URL
-    live_source: str = Field(default="cmc_quotes_latest", description="The source file of live prices (by id).")
+    live_source: str = Field(
+        default="cmc_quotes_latest", description="The source file of live prices, asked for ids (batch or lookup)."
+    )
     historical_source: str = Field(default="cmc_quotes_historical", description="The source file of past prices.")
 
     def base_urls(self) -> dict[str, str]:
         return {"cmc_base_url": self.base_url}
 
     def source_names(self) -> list[tuple[str, str, Query | None]]:
-        return [(self.live_source, "price", "batch"), (self.historical_source, "price", "batch")]
+        return [(self.live_source, "price", "ids"), (self.historical_source, "price", "batch")]
 
     def quotes_latest(self, cmc_ids: list[int]) -> Fetched:
-        """Latest USD quotes of exactly `cmc_ids` (deduplicated), batches fetched concurrently.
-
-        The source skips ids CMC does not know (a stale id must not fail the minute); each id
-        asked for and not returned is counted as rejected."""
-        ids = sorted(set(cmc_ids))
-        client = self.client(self.live_source, "price", "batch")
+        """Latest USD quotes of exactly `cmc_ids`, from the live source: by id (`quotes/latest`,
+        which skips ids CMC does not know) or looked up in its listings (`listings/latest`). Each
+        id asked for and not answered is counted as rejected: a stale id must not fail the minute."""
+        client = self.client(self.live_source, "price", "ids")
         with self.open(client) as http:
-            fetched = client.fetch_batches(http, ids, {})
-        returned = {record.cmc_id for record in fetched.records}
-        missing = [cmc_id for cmc_id in ids if cmc_id not in returned]
-        fetched.rejected += len(missing)
-        room = max(0, 20 - len(fetched.reasons))
-        fetched.reasons.extend(f"id {cmc_id}: not returned by {client.source.name}" for cmc_id in missing[:room])
-        return fetched
+            return client.fetch_ids(http, cmc_ids)
 
     def quotes_historical(
         self, cmc_ids: list[int], time_start: datetime, time_end: datetime, interval: str = "5m"

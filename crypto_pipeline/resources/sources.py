@@ -76,7 +76,10 @@ class Strict(BaseModel):
 
 
 VARIABLE = r"^[A-Z][A-Z0-9_]*$"  # an environment variable's name
-Query = Literal["pagination", "batch"]  # how a use reads its source: pages of a list, or batches of ids
+# How a use reads its source: pages of a list, batches of ids, or ids by either (`QUERIED_BY`).
+Query = Literal["pagination", "batch", "ids"]
+QUERIED_BY: dict[Query, tuple[str, ...]] = {"pagination": ("pagination",), "batch": ("batch",),
+                                            "ids": ("batch", "lookup")}  # fmt: skip
 
 
 class Auth(Strict):
@@ -105,6 +108,13 @@ class Batch(Strict):
     param: str
     size: int = Field(ge=1)
     separator: str = ","
+
+
+class Lookup(Strict):
+    """How a paged list is asked for ids: read `depth` records deep, in pages of `max_size`, and
+    filtered to them; an id not listed that deep goes unanswered (and is counted)."""
+
+    depth: int = Field(ge=1, description="Records read per query, whatever the ids (what the credits pay for).")
 
 
 class Series(Strict):
@@ -160,6 +170,7 @@ class Source(Strict):
     auth: Auth
     pagination: Pagination | None = None
     batch: Batch | None = None
+    lookup: Lookup | None = None
     records: Expression
     fields: dict[str, Expression]
     series: Series | None = None
@@ -183,6 +194,8 @@ class Source(Strict):
         missing = {name for name, info in model.model_fields.items() if info.is_required()} - mapped
         if unknown or missing:
             raise ValueError(f"fields: unknown {sorted(unknown)}, missing {sorted(missing)} for a {self.record} record")
+        if self.lookup is not None and (self.pagination is None or "cmc_id" not in model.model_fields):
+            raise ValueError("lookup: reads a paged list (pagination) of records with a cmc_id")
         if self.cmc_ids is not None and (self.record != "ranking" or self.cmc_ids.match not in self.fields):
             raise ValueError(f"cmc_ids: bridges a ranking on one of its fields {sorted(self.fields)}")
         return self
@@ -443,6 +456,28 @@ class SourceClient:
             fetched.add(self.parse(reply.body), self.credits(reply.body), reply.emulated)
         return fetched
 
+    def fetch_ids(self, http: UpstreamHttp, cmc_ids: Iterable[int]) -> Fetched:
+        """Records of exactly `cmc_ids` (deduplicated): asked for in batches if the file has `batch`,
+        else looked up in its list read `lookup.depth` deep. Each id without a record is counted
+        as rejected, so a source that lists fewer of them lowers the match rate, never fails."""
+        ids = sorted(set(cmc_ids))
+        source = self.source
+        if source.batch is not None:
+            fetched, absent = self.fetch_batches(http, ids, {}), "not returned by"
+        else:
+            fetched = self.fetch_list(http, source.lookup.depth, source.pagination.max_size)
+            wanted = set(ids)
+            fetched.records = [r for r in fetched.records if r.cmc_id in wanted]
+            # A listing rejected there is, if it was asked for, counted below as an id without a record.
+            fetched.rejected, fetched.reasons = 0, []
+            absent = f"not in the first {source.lookup.depth} of"
+        returned = {record.cmc_id for record in fetched.records}
+        missing = [cmc_id for cmc_id in ids if cmc_id not in returned]
+        fetched.rejected += len(missing)
+        room = max(0, 20 - len(fetched.reasons))
+        fetched.reasons.extend(f"id {cmc_id}: {absent} {source.name}" for cmc_id in missing[:room])
+        return fetched
+
 
 class SourceResource(UpstreamResource):
     """An upstream's Dagster resource: its keys, its base URLs, and the source files it reads.
@@ -504,14 +539,15 @@ class SourceResource(UpstreamResource):
 
     def client(self, name: str, record: str | None = None, query: Query | None = None) -> SourceClient:
         """The client of source `name`, which must give `record` records and describe how it is
-        queried (`query`: `pagination` or `batch`) when these are given.
+        queried (`query`: `pagination`, `batch`, or `ids`: batch or lookup) when these are given.
 
         This resource must hold the key of the variable the file names (no other key ever goes
         out under its header) and the host the file names.
         """
         source, resource = find_source(self.sources_dirs, name, record), type(self).__name__
-        if query is not None and getattr(source, query) is None:
-            raise SourceConfigError(f"source {name}.yaml: {query}: {resource} reads it by {query}, the file has none")
+        if query is not None and all(getattr(source, key) is None for key in QUERIED_BY[query]):
+            keys = " or ".join(QUERIED_BY[query])
+            raise SourceConfigError(f"source {name}.yaml: {keys}: {resource} reads it by {query}, the file has none")
         if source.auth.env not in self.api_keys:
             raise SourceConfigError(f"source {name}.yaml: auth.env: {resource} has no key from {source.auth.env}")
         key, host = source.host

@@ -6,8 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import dagster as dg
 import httpx
@@ -31,7 +34,7 @@ from crypto_pipeline.resources.sources import (
 )
 from tests.assets.test_pipeline import resources
 from tests.conftest import FIXTURES, ROOT
-from tests.resources.test_clients_emulator import MARKET, cc
+from tests.resources.test_clients_emulator import MARKET, cc, cmc
 from warehouse.schema import fetches, prices, rankings
 from warehouse.store import Warehouse
 
@@ -79,6 +82,7 @@ def test_every_shipped_source_file_loads():
             r"cmc_ids: bridges a ranking on one of its fields",
         ),
         (lambda s: s.update(cmc_ids={"source": "cc_legacy_cmc_ids", "depth": 0}), r"cmc_ids\.depth: Input should be"),
+        (lambda s: s.pop("pagination") and s.update(lookup={"depth": 1000}), r"lookup: reads a paged list \(pagi"),
         # stored as fetches.provider / snapshots.price_source, String(32): Postgres would refuse every minute
         (lambda s: s.update(provider="CoinDesk Data Asset Toplist API 2"), r"provider: String should have at most 32"),
     ],
@@ -216,6 +220,92 @@ def test_a_live_minute_ranked_by_totalvolfull_is_priced_and_joined_on_cmc_id(emu
     assert all(r["price_usd"] == MARKET.by_cmc_id[r["cmc_id"]].price(served_minute) for r in served)
 
 
+def test_a_live_minute_priced_from_cmc_listings_is_joined_on_cmc_id(emulator, database_url, dagster_instance):
+    """LIVE_PRICE_SOURCE=cmc_listings_latest is configuration: the ranked ids are looked up in one
+    page of 1000 volume-sorted listings (5 credits), and the minute is priced and published."""
+    run_resources = resources(emulator.url, database_url)
+    run_resources["cmc"] = cmc(emulator.url, live_source="cmc_listings_latest")
+    calls_before = emulator.requests()
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    result = materialize_minute(minute, run_resources, dagster_instance)
+    assert result.success  # the blocking checks (row count, match rate) passed
+    calls = {name: emulator.requests().get(name, 0) - calls_before.get(name, 0)
+             for name in ("cmc_listings_latest", "cmc_quotes_latest")}  # fmt: skip
+    assert calls == {"cmc_listings_latest": 1, "cmc_quotes_latest": 0}
+    (materialization,) = [e.materialization for e in result.get_asset_materialization_events()
+                          if e.materialization.asset_key == dg.AssetKey("prices")]  # fmt: skip
+    assert materialization.metadata["cmc_credits"].value == 5
+    store = Warehouse(database_url)
+    snapshot = store.latest_snapshot()
+    served = store.snapshot_rows(snapshot.minute, 200)
+    assert snapshot.minute == minute and snapshot.row_count == len(served) == 200
+    with store.engine.connect() as conn:
+        ranked = select(rankings.c.cmc_id).where(rankings.c.minute == minute, rankings.c.cmc_id.is_not(None))
+        ranked_ids = conn.execute(ranked.order_by(rankings.c.rank)).scalars().all()
+        priced = conn.execute(select(prices.c.cmc_id, prices.c.last_updated).where(prices.c.minute == minute)).all()
+    assert sorted(cmc_id for cmc_id, _ in priced) == sorted(set(ranked_ids))  # exactly the ranked ids, of 1000
+    assert [r["cmc_id"] for r in served] == ranked_ids[:200]
+    (price_minute,) = {int(updated.timestamp() // 60) for _, updated in priced}
+    assert all(r["price_usd"] == MARKET.by_cmc_id[r["cmc_id"]].price(price_minute) for r in served)
+
+
+def test_ids_listed_deeper_than_the_lookup_are_counted_not_priced(emulator):
+    now = int(time.time() // 60)
+    by_volume = [a for a in MARKET.ranked_by_volume(now) if a.cmc_id is not None]  # CMC's volume order too
+    top, deep = [a.cmc_id for a in by_volume[:5]], by_volume[-1].cmc_id  # 3000 assets: far below 1000
+    fetch = cmc(emulator.url, live_source="cmc_listings_latest").quotes_latest([*top, deep, *top])
+    assert sorted(r.cmc_id for r in fetch.records) == sorted(top)
+    assert fetch.rejected == 1 and fetch.reasons == [f"id {deep}: not in the first 1000 of cmc_listings_latest"]
+    assert fetch.credits == 5 and fetch.provider == "coinmarketcap"
+
+
+@pytest.fixture
+def captured_listings():
+    """A host answering every GET with the genuine `listings/latest?limit=10&sort=volume_24h` capture,
+    recording the path, query and key of each request."""
+    body = (FIXTURES / "cmc_listings_latest_sort-volume24h_glartir_2020-06-30.json").read_bytes()
+    asked: list[tuple[str, dict[str, list[str]], str | None]] = []
+
+    class Captured(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            url = urlsplit(self.path)
+            asked.append((url.path, parse_qs(url.query), self.headers.get("X-CMC_PRO_API_KEY")))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):  # keep pytest's output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Captured)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_genuine_listings_capture_prices_the_ids_it_lists(tmp_path, captured_listings):
+    """The shipped file, read 10 deep (as the capture was asked), over HTTP: the listed ids get the
+    captured prices, an id it does not list is counted."""
+    url, asked = captured_listings
+    spec = yaml.safe_load((SOURCES_DIR / "cmc_listings_latest.yaml").read_text())
+    spec["lookup"]["depth"] = 10
+    (tmp_path / "cmc_listings_latest.yaml").write_text(yaml.safe_dump(spec))
+    resource = cmc(url, live_source="cmc_listings_latest", sources_dirs=[str(SOURCES_DIR), str(tmp_path)])
+    fetch = resource.quotes_latest([1, 1027, 5426])  # BTC, ETH; SOL was not in 2020's top 10 by volume
+    query = {"start": ["1"], "limit": ["10"], "sort": ["volume_24h"], "convert": ["USD"]}
+    assert asked == [("/v1/cryptocurrency/listings/latest", query, "test-key")]
+    by_id = {r.cmc_id: r for r in fetch.records}
+    assert sorted(by_id) == [1, 1027] and by_id[1].symbol == "BTC"
+    assert by_id[1].price_usd == pytest.approx(9188.66264947)
+    assert by_id[1].last_updated == datetime(2020, 6, 30, 9, 40, 26, tzinfo=UTC)
+    assert fetch.rejected == 1 and fetch.reasons == ["id 5426: not in the first 10 of cmc_listings_latest"]
+    assert fetch.credits == 1 and not fetch.emulated
+
+
 @pytest.mark.parametrize(
     ("bridge", "message"),
     [
@@ -238,9 +328,9 @@ def test_a_bridge_that_is_no_paged_id_map_is_refused_at_load_naming_the_file_and
 
 @pytest.mark.parametrize(
     ("resource", "config", "message"),
-    [  # listings/latest is a paged list: the live prices ask for the ranked ids, in batches
-        (CoinMarketCapResource, {"live_source": "cmc_listings_latest"},
-         r"source cmc_listings_latest\.yaml: batch: CoinMarketCapResource reads it by batch, the file has none"),
+    [  # live prices ask for the ranked ids: in batches, or looked up in a list read `lookup.depth` deep
+        (CoinMarketCapResource, {"live_source": "cmc_unbounded_list"},
+         r"source cmc_unbounded_list\.yaml: batch or lookup: CoinMarketCapResource reads it by ids, the file has"),
         (CryptoCompareResource, {"ranking_source": "cc_unpaged_list"},
          r"source cc_unpaged_list\.yaml: pagination: CryptoCompareResource reads it by pagination, the file has none"),
     ],
@@ -250,6 +340,9 @@ def test_a_source_that_cannot_be_queried_as_its_use_needs_is_refused_at_load(tmp
     unpaged = yaml.safe_load((SOURCES_DIR / "cc_top_list.yaml").read_text())
     del unpaged["pagination"]
     (tmp_path / "cc_unpaged_list.yaml").write_text(yaml.safe_dump({**unpaged, "name": "cc_unpaged_list"}))
+    unbounded = yaml.safe_load((SOURCES_DIR / "cmc_listings_latest.yaml").read_text())
+    del unbounded["lookup"]  # a list, but no depth to read it to when asked for ids
+    (tmp_path / "cmc_unbounded_list.yaml").write_text(yaml.safe_dump({**unbounded, "name": "cmc_unbounded_list"}))
     keys = {"CMC_API_KEY": "a-key", "CRYPTOCOMPARE_API_KEY": "a-key"}
     with pytest.raises(SourceConfigError, match=message):
         resource.wired(keys, sources_dirs=[str(SOURCES_DIR), str(tmp_path)], **config)
