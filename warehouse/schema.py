@@ -71,7 +71,12 @@ class PackedArray(TypeDecorator):
     def process_bind_param(self, value: Sequence[float | int | None] | None, dialect) -> bytes | None:
         if value is None:
             return None
-        packed = array(self.typecode, (math.nan if v is None else v for v in value))
+        try:
+            packed = array(self.typecode, (math.nan if v is None else v for v in value))
+        except OverflowError:
+            raise ValueError(
+                f"PackedArray({self.typecode!r}) cannot hold a value here: int32 is -2**31 to 2**31 - 1"
+            ) from None
         if sys.byteorder == "little":
             packed.byteswap()
         return packed.tobytes()

@@ -166,9 +166,10 @@ class AssetNames:
     """Symbol and name per CMC id for the served rows, kept per process.
 
     Asking the database for 200 names cost more than the minute itself (~1 ms of planning and
-    probes), so they are read once, unknown ids are fetched when they appear, and renamed
-    assets are re-read at most every `refresh` (rows updated since the last look, with a margin
-    for transactions that commit late)."""
+    probes), so they are read once, unknown ids are fetched when they appear, and every name is
+    read again each `refresh`: a rename is served at most `refresh` after it commits. Reading
+    only rows updated since the last look would miss a rename whose transaction commits after
+    that look with an older `updated_at` (a long range write), and keep the old name forever."""
 
     def __init__(self, refresh: timedelta = timedelta(seconds=60)) -> None:
         self.refresh = refresh
@@ -180,10 +181,7 @@ class AssetNames:
         with self._lock:
             now = utcnow()
             if self._checked is None or now - self._checked >= self.refresh:
-                query = select(assets.c.cmc_id, assets.c.symbol, assets.c.name)
-                if self._checked is not None:
-                    query = query.where(assets.c.updated_at >= self._checked - self.refresh)
-                self._remember(conn.execute(query))
+                self._remember(conn.execute(select(assets.c.cmc_id, assets.c.symbol, assets.c.name)))
                 self._checked = now
             missing = [cmc_id for cmc_id in ids if cmc_id not in self._names]
             if missing:

@@ -24,6 +24,8 @@ def _blank_to_none(value: Any) -> Any:
 
 
 Text = Annotated[str, BeforeValidator(_blank_to_none)]
+# The served list packs CMC ids as int32 (warehouse.schema.PackedArray); real ids are below 100,000.
+CmcId = Annotated[int, Field(gt=0, lt=2**31)]
 # The bound sits on the float alone: on the union, pydantic would apply it to None and crash.
 OptionalNumber = Annotated[Annotated[float, Field(ge=0)] | None, BeforeValidator(_blank_to_none)]
 
@@ -33,7 +35,7 @@ class PriceRecord(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    cmc_id: PositiveInt
+    cmc_id: CmcId
     symbol: Text
     name: Text
     price_usd: Annotated[float, Field(gt=0)]
@@ -51,7 +53,7 @@ class RankingRecord(BaseModel):
     cc_id: PositiveInt
     symbol: Text
     name: Text
-    cmc_id: Annotated[PositiveInt | None, BeforeValidator(_blank_to_none)] = None
+    cmc_id: Annotated[CmcId | None, BeforeValidator(_blank_to_none)] = None
     volume_24h_usd: OptionalNumber = None
     price_usd: Annotated[Annotated[float, Field(gt=0)] | None, BeforeValidator(_blank_to_none)] = None
 
@@ -63,7 +65,7 @@ class CmcIdLink(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: PositiveInt
-    cmc_id: Annotated[PositiveInt | None, BeforeValidator(_blank_to_none)] = None
+    cmc_id: Annotated[CmcId | None, BeforeValidator(_blank_to_none)] = None
 
 
 class HistoryBar(BaseModel):

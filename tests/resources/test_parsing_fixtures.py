@@ -79,6 +79,15 @@ def test_cmc_listings_reject_missing_id_and_non_positive_price():
     assert parsed.reasons[1].startswith("record 1: data[].quote.USD.price:")
 
 
+def test_a_cmc_id_beyond_int32_is_rejected_as_the_served_list_packs_int32():
+    body = load("cmc_listings_latest_nameissainath_2022-12-16.json")
+    assert max(item["id"] for item in body["data"]) < 100_000  # real ids are far from the bound
+    body["data"][4]["id"] = 2**31
+    parsed = client("cmc_listings_latest").parse(body)
+    assert parsed.rejected == 1 and len(parsed.records) == len(body["data"]) - 1
+    assert parsed.reasons[0].startswith("record 4: data[].id: Input should be less than 2147483648")
+
+
 def test_cmc_missing_key_error_is_typed():
     body = load("cmc_error_1002-missing-key_coinmarketcapr-issue24_2020-03-23.json")
     with pytest.raises(UpstreamAuthError, match="API key missing.*1002.*CMC_API_KEY"):
