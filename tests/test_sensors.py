@@ -4,6 +4,7 @@ moved along from Dagster's run records (real records in a real instance, on both
 from __future__ import annotations
 
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -11,7 +12,12 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster._daemon.monitoring.run_monitoring import check_run_timeout
+from dagster._daemon.sensor import execute_sensor_iteration
 
 from common.settings import Settings
 from crypto_pipeline import sensors
@@ -337,3 +343,90 @@ def test_a_tick_while_runs_work_writes_nothing(database_url, dagster_instance):
     finally:
         sa.event.remove(engine, "before_cursor_execute", listener)
     assert [w for w in writes if w.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE"))] == []
+
+
+DAEMON_WAREHOUSE = "REQUEST_SENSOR_TEST_DATABASE_URL"
+
+
+@dg.definitions
+def daemon_definitions() -> dg.Definitions:
+    """The code location the daemon tests load: the project's definitions, with the request
+    sensor bound to the test's warehouse (read when the daemon loads the location)."""
+    sensor = build_backfill_requests_sensor(os.environ[DAEMON_WAREHOUSE], 120, 10, 0, MAX_RUNTIME)
+    return dg.Definitions(
+        assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs, resources=defs.resources, sensors=[sensor]
+    )
+
+
+@pytest.fixture
+def sensor_daemon(database_url, monkeypatch):
+    """Iterations of Dagster's own sensor daemon over that code location, in a fresh instance
+    whose runs queue as in production (nothing executes them); each iteration is one interval
+    after the last. `crash_at` stops an iteration at one of the crash points Dagster's own
+    recovery tests use, by raising there: the tick is left failed rather than started, and the
+    next iteration picks up what was left either way (a failed tick's reserved runs, or none)."""
+    monkeypatch.setenv(DAEMON_WAREHOUSE, database_url)
+    target = LoadableTargetOrigin(
+        module_name="tests.test_sensors", attribute="daemon_definitions", working_directory=os.getcwd()
+    )
+    origin = InProcessCodeLocationOrigin(target, location_name="crypto_pipeline")
+    queued = {"run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}}
+    with (
+        dg.instance_for_test(overrides=queued) as instance,
+        create_test_daemon_workspace_context(InProcessWorkspaceLoadTarget([origin]), instance) as context,
+    ):
+        iterations = []
+
+        def iterate(crash_at: str | None = None) -> dg.DagsterInstance:
+            flags = {"backfill_requests_sensor": {crash_at: Exception(f"killed at {crash_at}")}} if crash_at else None
+            with freeze_time(datetime.now(UTC) + timedelta(seconds=31 * len(iterations))):
+                list(execute_sensor_iteration(context, logging.getLogger(), None, None, debug_crash_flags=flags))
+            iterations.append(crash_at)
+            return instance
+
+        yield iterate
+
+
+def request_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    return [run for run in instance.get_runs() if REQUEST_TAG in run.tags]
+
+
+def test_a_daemon_killed_after_the_hand_over_and_before_reserving_the_run(database_url, sensor_daemon, monkeypatch):
+    """The sensor handed the minute over (a key, an attempt counted), then the daemon died before
+    it recorded the run request: Dagster never creates that run. The request is released after
+    the grace and launched under a new key, one run in all, one attempt counted."""
+    store = Warehouse(database_url)
+    store.requests.ask(BASE, POLICY)
+    instance = sensor_daemon(crash_at="AUTOMATION_EVALUATIONS_ADDED")
+    handed_over = store.requests.get(BASE)
+    assert (handed_over.status, handed_over.attempts) == ("requested", 1) and handed_over.run_key
+    assert request_runs(instance) == []
+    sensor_daemon()  # restarted, within the grace: it waits
+    assert request_runs(instance) == [] and store.requests.get(BASE).run_key == handed_over.run_key
+    monkeypatch.setattr(sensors, "LAUNCH_GRACE", timedelta(0))
+    sensor_daemon()  # past the grace: released and handed over anew, and Dagster creates that run
+    (run,) = request_runs(instance)
+    assert run.tags["dagster/run_key"] != handed_over.run_key
+    sensor_daemon()
+    launched = store.requests.get(BASE)
+    assert (launched.status, launched.run_id, launched.attempts) == ("launched", run.run_id, 1)
+
+
+def test_a_daemon_killed_after_reserving_the_run_creates_it_under_the_same_key(
+    database_url, sensor_daemon, monkeypatch
+):
+    """The daemon died after recording the run request, before creating the run: on restart it
+    submits that tick's run, under the key the request holds; no second run, even past the grace."""
+    store = Warehouse(database_url)
+    store.requests.ask(BASE, POLICY)
+    instance = sensor_daemon(crash_at="RUN_IDS_RESERVED")
+    handed_over = store.requests.get(BASE)
+    assert request_runs(instance) == [] and handed_over.run_key
+    monkeypatch.setattr(sensors, "LAUNCH_GRACE", timedelta(0))
+    sensor_daemon()  # the restarted daemon finishes the interrupted tick first
+    (run,) = request_runs(instance)
+    assert run.tags["dagster/run_key"] == handed_over.run_key
+    sensor_daemon()
+    launched = store.requests.get(BASE)
+    assert (launched.status, launched.run_id, launched.attempts) == ("launched", run.run_id, 1)
+    assert len(request_runs(instance)) == 1
