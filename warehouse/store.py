@@ -37,6 +37,7 @@ PRICED_RANKING = and_(prices.c.minute == rankings.c.minute, prices.c.cmc_id == r
 MINUTE_LOCK_NAMESPACE = 0x746F70
 LOCK_MINUTES = 60
 ONE_MINUTE = timedelta(minutes=1)
+FETCHED = ("prices", "rankings")  # the datasets a snapshot is merged from, one `fetches` row each per minute
 T = TypeVar("T")
 LOCK_HOURS = text("SELECT count(pg_advisory_xact_lock(:namespace, h)) FROM generate_series(:first, :last) AS h")
 
@@ -436,7 +437,7 @@ class Warehouse:
                 "live": all(f.mode == "latest" for f in pair.values()),
             }
             for minute, pair in by_minute.items()
-            if {"prices", "rankings"} <= pair.keys()
+            if set(FETCHED) <= pair.keys()
         }
 
     def prune_raw(self, fetched_before: datetime, batch: int = 1440) -> dict[str, int]:
@@ -467,12 +468,15 @@ class Warehouse:
 
     def captured_live(self, start: datetime, end: datetime) -> list[datetime]:
         """The minutes in [start, end) captured live: a snapshot from the latest endpoints (its raw
-        rows may be pruned since), or raw rows fetched from them. A reconstruction would differ."""
+        rows may be pruned since), or both datasets' raw rows fetched from them. A reconstruction
+        would differ. A minute with one dataset only from them (the other upstream failed for the
+        live window) has nothing live to serve: keeping it would leave it without a snapshot."""
         in_window = and_(snapshots.c.minute >= start, snapshots.c.minute < end)
         latest = and_(fetches.c.mode == "latest", fetches.c.minute >= start, fetches.c.minute < end)
-        query = (
-            select(snapshots.c.minute).where(in_window, snapshots.c.live).union(select(fetches.c.minute).where(latest))
+        both_latest = (
+            select(fetches.c.minute).where(latest).group_by(fetches.c.minute).having(func.count() == len(FETCHED))
         )
+        query = select(snapshots.c.minute).where(in_window, snapshots.c.live).union(both_latest)
         with self.engine.connect() as conn:
             return sorted(conn.execute(query).scalars())
 

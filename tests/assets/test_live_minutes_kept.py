@@ -69,3 +69,29 @@ def test_a_range_keeps_the_minutes_captured_live_unless_forced(emulator, databas
     assert modes(store, live) == {"historical"}
     reconstructed = store.snapshot_at_or_before(live, timedelta(minutes=1))
     assert not reconstructed.live and reconstructed.fetched_at > captured.fetched_at
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_a_minute_captured_live_in_part_is_filled_by_a_range(emulator, database_url, dagster_instance):
+    """Live prices stored but the live ranking failed (CryptoCompare down for the live window):
+    nothing live is served for that minute, so a range over it reconstructs it instead of keeping
+    a half capture that can never become a snapshot."""
+    live = this_minute() - timedelta(minutes=1)
+    store = Warehouse(database_url)
+
+    def materialize(first: datetime, last: datetime, **overrides) -> dg.ExecuteInProcessResult:
+        tags = {RANGE_START: first.strftime(MINUTE_FORMAT), RANGE_END: last.strftime(MINUTE_FORMAT)}
+        chosen = resources(emulator.url, database_url, depth=20, ranking_depth=30, **overrides)
+        return dg.materialize(ASSETS, resources=chosen, instance=dagster_instance, tags=tags, raise_on_error=False)
+
+    materialize(live - timedelta(minutes=1), live - timedelta(minutes=1))  # a ranking to price the next minute by
+    half = materialize(live, live, cc_key="")
+    assert not half.success and modes(store, live) == {"latest"}  # prices only
+    assert store.snapshot_rows(live, 20) == []
+
+    filled = materialize(live - timedelta(minutes=1), live)
+
+    assert filled.success
+    assert modes(store, live) == {"historical"} and len(store.snapshot_rows(live, 20)) == 20
+    reconstructed = store.snapshot_at_or_before(live, timedelta(minutes=1))
+    assert reconstructed.minute == live and not reconstructed.live
