@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from warehouse.schema import UTCDateTime
+from warehouse.schema import UTCDateTime, fetches
 from warehouse.store import Warehouse
 
 FIRST = datetime(2026, 11, 20, 23, 58, tzinfo=UTC)
 # Minutes on both sides of a day boundary (the migration moves a day at a time) and a day later.
 MINUTES = [FIRST, FIRST + timedelta(minutes=1), FIRST + timedelta(minutes=3), FIRST + timedelta(days=1, minutes=5)]
 EMPTY_MINUTE = FIRST + timedelta(minutes=2)  # merged, but nothing could be priced
+RECONSTRUCTED_EARLY, LIVE_LATE = FIRST + timedelta(days=2), FIRST + timedelta(days=2, minutes=1)
 
 old_top_assets = sa.table(
     "top_assets",
@@ -121,8 +122,23 @@ def test_upgrade_marks_the_snapshots_fetched_within_the_live_window_as_captured_
     with store.engine.begin() as conn:
         for minute, after in fetched_after.items():
             conn.execute(sa.insert(at_0003), {**snapshot_row(minute, 0), "fetched_at": minute + after, **empty_lists})
+    # Raw rows still stored say how a minute was fetched, whatever the fetch time suggests: a range
+    # ending near now fetched its last minutes early; LIVE_WINDOW_MINUTES=5 captured live late.
+    raw_rows_say = {
+        RECONSTRUCTED_EARLY: ("historical", timedelta(minutes=1)),
+        LIVE_LATE: ("latest", timedelta(minutes=4)),
+    }
+    with store.engine.begin() as conn:
+        for minute, (mode, after) in raw_rows_say.items():
+            conn.execute(sa.insert(at_0003), {**snapshot_row(minute, 0), "fetched_at": minute + after, **empty_lists})
+            conn.execute(sa.insert(fetches), [
+                {"minute": minute, "dataset": dataset, "provider": "p", "emulated": True, "mode": mode,
+                 "records": 0, "rejected": 0, "fetched_at": minute + after}
+                for dataset in ("prices", "rankings")
+            ])  # fmt: skip
     store.upgrade()
-    live = {m: store.snapshot_at_or_before(m, timedelta(minutes=1)).live for m in MINUTES}
-    assert live == {MINUTES[0]: True, MINUTES[1]: True, MINUTES[2]: False, MINUTES[3]: False}
+    live = {m: store.snapshot_at_or_before(m, timedelta(minutes=1)).live for m in [*MINUTES, *raw_rows_say]}
+    assert live == {MINUTES[0]: True, MINUTES[1]: True, MINUTES[2]: False, MINUTES[3]: False,
+                    RECONSTRUCTED_EARLY: False, LIVE_LATE: True}  # fmt: skip
     store.migrate("downgrade", "0003_request_lifecycle")
     assert "live" not in {c["name"] for c in sa.inspect(store.engine).get_columns("toplist_snapshots")}
