@@ -466,14 +466,16 @@ class SourceClient:
             fetched, absent = self.fetch_batches(http, ids, {}), "not returned by"
         else:
             fetched = self.fetch_list(http, source.lookup.depth, source.pagination.max_size)
-            wanted = set(ids)
-            fetched.records = [r for r in fetched.records if r.cmc_id in wanted]
-            # A listing rejected there is, if it was asked for, counted below as an id without a record.
-            fetched.rejected, fetched.reasons = 0, []
+            fetched.reasons = []  # about listings, most of them not asked for
             absent = f"not in the first {source.lookup.depth} of"
-        returned = {record.cmc_id for record in fetched.records}
+        # One record per id asked for: concurrent pages of a list reordering between them can repeat
+        # one. A record rejected for an asked id is counted once, as that id without a record.
+        returned: dict[int, Any] = {}
+        for record in fetched.records:
+            returned.setdefault(record.cmc_id, record)
+        fetched.records = [returned[cmc_id] for cmc_id in ids if cmc_id in returned]
         missing = [cmc_id for cmc_id in ids if cmc_id not in returned]
-        fetched.rejected += len(missing)
+        fetched.rejected = len(missing)
         room = max(0, 20 - len(fetched.reasons))
         fetched.reasons.extend(f"id {cmc_id}: {absent} {source.name}" for cmc_id in missing[:room])
         return fetched

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -260,31 +261,43 @@ def test_ids_listed_deeper_than_the_lookup_are_counted_not_priced(emulator):
 
 
 @pytest.fixture
-def captured_listings():
-    """A host answering every GET with the genuine `listings/latest?limit=10&sort=volume_24h` capture,
-    recording the path, query and key of each request."""
+def upstream_host():
+    """Starts hosts answering every GET with the bytes `answer(query)` gives, each recording the path,
+    query and key of its requests."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def serve(answer: Callable[[dict[str, list[str]]], bytes]) -> tuple[str, list]:
+        asked: list[tuple[str, dict[str, list[str]], str | None]] = []
+
+        class Host(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                url = urlsplit(self.path)
+                asked.append((url.path, parse_qs(url.query), self.headers.get("X-CMC_PRO_API_KEY")))
+                body = answer(parse_qs(url.query))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):  # keep pytest's output clean
+                pass
+
+        servers.append(ThreadingHTTPServer(("127.0.0.1", 0), Host))
+        threading.Thread(target=servers[-1].serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{servers[-1].server_address[1]}", asked
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def captured_listings(upstream_host):
+    """A host answering every GET with the genuine `listings/latest?limit=10&sort=volume_24h` capture."""
     body = (FIXTURES / "cmc_listings_latest_sort-volume24h_glartir_2020-06-30.json").read_bytes()
-    asked: list[tuple[str, dict[str, list[str]], str | None]] = []
-
-    class Captured(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            url = urlsplit(self.path)
-            asked.append((url.path, parse_qs(url.query), self.headers.get("X-CMC_PRO_API_KEY")))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):  # keep pytest's output clean
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Captured)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", asked
-    server.shutdown()
-    server.server_close()
+    return upstream_host(lambda query: body)
 
 
 def test_the_genuine_listings_capture_prices_the_ids_it_lists(tmp_path, captured_listings):
@@ -304,6 +317,39 @@ def test_the_genuine_listings_capture_prices_the_ids_it_lists(tmp_path, captured
     assert by_id[1].last_updated == datetime(2020, 6, 30, 9, 40, 26, tzinfo=UTC)
     assert fetch.rejected == 1 and fetch.reasons == ["id 5426: not in the first 10 of cmc_listings_latest"]
     assert fetch.credits == 1 and not fetch.emulated
+
+
+def cmc_reply(records: list[dict], keyed: bool = False) -> bytes:
+    """A CMC body of listing-shaped `records`: a list (listings/latest) or keyed by id (quotes/latest)."""
+    data = {str(r["id"]): r for r in records} if keyed else records
+    return json.dumps({"status": {"error_code": 0, "credit_count": 1, "total_count": 9999}, "data": data}).encode()
+
+
+def listing(cmc_id: int, price: float | None) -> dict:
+    return {"id": cmc_id, "symbol": f"S{cmc_id}", "name": f"N{cmc_id}", "quote": {"USD": {"price": price}}}
+
+
+def test_an_asked_id_quoted_without_a_price_is_counted_once(upstream_host):
+    """quotes/latest answers id 2 with a null price (CMC's untracked assets): one id unpriced, one rejection."""
+    url, _ = upstream_host(lambda query: cmc_reply([listing(1, 10.0), listing(2, None), listing(3, 30.0)], keyed=True))
+    fetch = cmc(url).quotes_latest([1, 2, 3])
+    assert sorted(r.cmc_id for r in fetch.records) == [1, 3]
+    assert fetch.rejected == 1
+
+
+def test_an_id_two_listings_pages_repeat_is_one_record(tmp_path, upstream_host):
+    """Pages fetched concurrently from a list that reorders between them can repeat an id (and skip
+    another): one record per id, the first page's, so rows and rejections count ids."""
+    spec = yaml.safe_load((SOURCES_DIR / "cmc_listings_latest.yaml").read_text())
+    spec["lookup"]["depth"], spec["pagination"]["max_size"] = 4, 2
+    (tmp_path / "cmc_listings_latest.yaml").write_text(yaml.safe_dump(spec))
+    pages = {"1": [listing(1, 10.0), listing(2, 20.0)], "3": [listing(2, 21.0), listing(3, 30.0)]}  # 4 moved up
+    url, asked = upstream_host(lambda query: cmc_reply(pages[query["start"][0]]))
+    resource = cmc(url, live_source="cmc_listings_latest", sources_dirs=[str(SOURCES_DIR), str(tmp_path)])
+    fetch = resource.quotes_latest([1, 2, 3, 4])
+    assert len(asked) == 2
+    assert [(r.cmc_id, r.price_usd) for r in fetch.records] == [(1, 10.0), (2, 20.0), (3, 30.0)]
+    assert fetch.rejected == 1 and fetch.reasons == ["id 4: not in the first 4 of cmc_listings_latest"]
 
 
 @pytest.mark.parametrize(
