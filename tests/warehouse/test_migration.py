@@ -136,9 +136,21 @@ def test_upgrade_marks_the_snapshots_fetched_within_the_live_window_as_captured_
                  "records": 0, "rejected": 0, "fetched_at": minute + after}
                 for dataset in ("prices", "rankings")
             ])  # fmt: skip
+    row_versions = "SELECT xmin::text FROM toplist_snapshots ORDER BY minute"  # Postgres: changes when a row is rewritten
+    postgres = store.engine.dialect.name == "postgresql"
+    if postgres:
+        with store.engine.connect() as conn:
+            versions_before = conn.execute(sa.text(row_versions)).scalars().all()
     store.upgrade()
     live = {m: store.snapshot_at_or_before(m, timedelta(minutes=1)).live for m in [*MINUTES, *raw_rows_say]}
     assert live == {MINUTES[0]: True, MINUTES[1]: True, MINUTES[2]: False, MINUTES[3]: False,
                     RECONSTRUCTED_EARLY: False, LIVE_LATE: True}  # fmt: skip
+    if postgres:  # only the snapshots not captured live were rewritten (a year of live rows is left alone)
+        with store.engine.connect() as conn:
+            versions_after = conn.execute(sa.text(row_versions)).scalars().all()
+        rewritten = [before != after for before, after in zip(versions_before, versions_after, strict=True)]
+        assert rewritten == [not live[minute] for minute in sorted(live)]
+    columns = {c["name"]: c for c in sa.inspect(store.engine).get_columns("toplist_snapshots")}
+    assert columns["live"]["default"].strip("'") in ("false", "0")  # a new row is not live unless the merge says so
     store.migrate("downgrade", "0003_request_lifecycle")
     assert "live" not in {c["name"] for c in sa.inspect(store.engine).get_columns("toplist_snapshots")}
