@@ -136,7 +136,7 @@ def test_upgrade_marks_the_snapshots_fetched_within_the_live_window_as_captured_
                  "records": 0, "rejected": 0, "fetched_at": minute + after}
                 for dataset in ("prices", "rankings")
             ])  # fmt: skip
-    row_versions = "SELECT xmin::text FROM toplist_snapshots ORDER BY minute"  # Postgres: changes when a row is rewritten
+    row_versions = "SELECT xmin::text FROM toplist_snapshots ORDER BY minute"  # changes when a row is rewritten
     postgres = store.engine.dialect.name == "postgresql"
     if postgres:
         with store.engine.connect() as conn:
