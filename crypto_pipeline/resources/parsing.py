@@ -9,6 +9,7 @@ a non-positive price is rejected and counted, never stored.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
@@ -81,3 +82,4 @@ class Parsed:
     records: list = field(default_factory=list)
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)  # the first few, for metadata and logs
+    failed: Counter[str] = field(default_factory=Counter)  # rejections by the field path that failed

@@ -288,10 +288,12 @@ class Fetched:
     reasons: list[str] = field(default_factory=list)
     credits: int = 0
     emulated: bool = False
+    failed: Counter[str] = field(default_factory=Counter)
 
     def add(self, parsed: Parsed, credits: int, emulated: bool) -> None:
         self.records.extend(parsed.records)
         self.rejected += parsed.rejected
+        self.failed.update(parsed.failed)
         self.reasons.extend(parsed.reasons[: max(0, 20 - len(self.reasons))])
         self.credits += credits
         self.emulated |= emulated
@@ -360,11 +362,13 @@ class SourceClient:
         used = search(self.source.credits.used, body)
         return int(used) if used is not None else self.source.credits.per_request
 
-    def parse(self, body: Any, first_rank: int | None = None) -> Parsed:
+    def parse(self, body: Any, first_rank: int | None = None, alone: bool = True) -> Parsed:
         """Typed records from `body`; rankings are numbered by list position from `first_rank`.
 
         A body whose every record fails validation is a changed format, not an empty answer: it
-        raises, naming the field path that failed most.
+        raises, naming the field path that failed most. A reply that is one of several batches
+        of ids (`alone=False`) is judged with the others (`refuse_if_all_rejected`): a last batch
+        of one unpriced id is not a changed format.
         """
         source = self.source
         items = search(source.records, body)
@@ -372,7 +376,8 @@ class SourceClient:
             raise UpstreamSchemaError(
                 source.provider, f"{source.name}: expected a list at {source.records!r}, got {type(items).__name__}"
             )
-        parsed, failed = Parsed(), Counter[str]()
+        parsed = Parsed()
+        failed = parsed.failed
         where = source.records if source.records.replace(".", "").replace("_", "").isalnum() else f"({source.records})"
         paths = {name: f"{where}[].{path}" for name, path in source.fields.items()}
         if source.series is not None:
@@ -399,12 +404,17 @@ class SourceClient:
                     parsed.rejected += 1
                     if len(parsed.reasons) < 20:
                         parsed.reasons.append(f"record {position}: {path}: {first['msg']}")
-        if parsed.rejected and not parsed.records:
-            (path, _), *_ = failed.most_common(1)
-            raise UpstreamSchemaError(
-                source.provider, f"{source.name}: all {parsed.rejected} records rejected; field path {path} failed"
-            )
+        if alone:
+            self.refuse_if_all_rejected(parsed)
         return parsed
+
+    def refuse_if_all_rejected(self, parsed: Parsed | Fetched) -> None:
+        if parsed.rejected and not parsed.records:
+            (path, _), *_ = parsed.failed.most_common(1)
+            raise UpstreamSchemaError(
+                self.source.provider,
+                f"{self.source.name}: all {parsed.rejected} records rejected; field path {path} failed",
+            )
 
     def get(self, http: UpstreamHttp, params: dict[str, Any], validate: Callable[[Any], None] | None = None) -> Reply:
         return http.get(self.source.path, {**self.source.params, **params}, validate)
@@ -453,7 +463,8 @@ class SourceClient:
 
         fetched = Fetched(self.source.provider.lower())
         for reply in http.map_concurrently(fetch_chunk, chunks):
-            fetched.add(self.parse(reply.body), self.credits(reply.body), reply.emulated)
+            fetched.add(self.parse(reply.body, alone=False), self.credits(reply.body), reply.emulated)
+        self.refuse_if_all_rejected(fetched)
         return fetched
 
     def fetch_ids(self, http: UpstreamHttp, cmc_ids: Iterable[int]) -> Fetched:

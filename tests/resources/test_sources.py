@@ -24,7 +24,7 @@ from crypto_pipeline.assets.upstream import fetch_prices_and_rankings
 from crypto_pipeline.partitions import MINUTE_FORMAT
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
-from crypto_pipeline.resources.errors import UpstreamQuotaExhausted
+from crypto_pipeline.resources.errors import UpstreamQuotaExhausted, UpstreamSchemaError
 from crypto_pipeline.resources.parsing import CmcIdLink, RankingRecord
 from crypto_pipeline.resources.sources import (
     SOURCES_DIR,
@@ -335,6 +335,30 @@ def test_an_asked_id_quoted_without_a_price_is_counted_once(upstream_host):
     fetch = cmc(url).quotes_latest([1, 2, 3])
     assert sorted(r.cmc_id for r in fetch.records) == [1, 3]
     assert fetch.rejected == 1
+
+
+def test_a_batch_whose_only_asked_id_is_unpriced_fails_nothing_else(upstream_host):
+    """101 ranked ids are two batches; CMC answers the last one's only id with a null price. That id
+    is unpriced and counted, the other 100 priced: a format change is judged over the whole fetch,
+    not one reply (the lone reply's every record rejected failed the minute's prices)."""
+
+    def quotes(query: dict[str, list[str]]) -> bytes:
+        ids = [int(i) for i in query["id"][0].split(",")]
+        return cmc_reply([listing(i, None if i == 101 else float(i)) for i in ids], keyed=True)
+
+    url, asked = upstream_host(quotes)
+    fetch = cmc(url).quotes_latest(range(1, 102))
+    assert len(asked) == 2
+    assert [r.cmc_id for r in fetch.records] == list(range(1, 101)) and fetch.rejected == 1
+
+
+def test_a_fetch_whose_every_record_is_rejected_is_a_changed_format(upstream_host):
+    """Every asked id answered without a price, across both batches: not an empty answer."""
+    url, _ = upstream_host(
+        lambda query: cmc_reply([listing(int(i), None) for i in query["id"][0].split(",")], keyed=True)
+    )
+    with pytest.raises(UpstreamSchemaError, match=r"all 101 records rejected; field path .*price"):
+        cmc(url).quotes_latest(range(1, 102))
 
 
 def test_an_id_two_listings_pages_repeat_is_one_record(tmp_path, upstream_host):
