@@ -2,7 +2,7 @@
 them to Dagster and follows them through Dagster's run records (the lifecycle itself is
 warehouse/requests.py).
 
-Every tick (30 s):
+Every tick (15 s):
 1. Reconcile what is in flight, by the run key each request carries (also a tag on its run).
    A run with that key → `launched` with its real run id. The run ended without storing the
    minute (failed before the merge, canceled, ended by its max runtime, or succeeded without
@@ -48,9 +48,9 @@ RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 # Every sensor tick costs the daemon and the code server CPU even when idle: the daemon's tick
 # bookkeeping (tick row, instigator state) was ~half of its CPU above Dagster's floor, profiled
-# at 15 s (README, Steady-state CPU). Launching waits at most 30 s; a request whose run never
-# came is back to `requested` within LAUNCH_GRACE + one interval (90 s).
-REQUEST_INTERVAL_SECONDS = 30
+# at 15 s (README, Steady-state CPU). Launching waits at most 15 s; a request whose run never
+# came is back to `requested` within LAUNCH_GRACE + one interval (75 s).
+REQUEST_INTERVAL_SECONDS = 15
 # Dagster creates a sensor's runs right after the tick; a key still without a run after this
 # was never created (so a request is back to `requested` within two minutes).
 LAUNCH_GRACE = timedelta(seconds=60)
