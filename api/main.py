@@ -58,11 +58,11 @@ async def ensure_schema_if_reachable(store: Warehouse) -> None:
         log.warning("warehouse schema not ensured at start: %s", error)
 
 
-def create_app(settings: Settings | None = None) -> Metrics:
-    """The served ASGI app: metrics, then the fast path for stored snapshots, in front of FastAPI."""
+def create_app(settings: Settings | None = None) -> FastPath:
+    """The served ASGI app: the fast path for stored snapshots, in front of FastAPI; both counted in the metrics."""
     settings = settings or get_settings()
     api = create_api(settings)
-    return Metrics(FastPath(api, enabled=settings.api_fast_path), api.state.registry)
+    return FastPath(api, Metrics(api.state.registry), enabled=settings.api_fast_path)
 
 
 def create_api(settings: Settings) -> FastAPI:

@@ -16,6 +16,7 @@ import pytest
 
 from api.toplist import ToplistQuery, ToplistService
 from tests.api.conftest import seed_snapshot, this_minute
+from warehouse.requests import RequestPolicy
 
 
 def iso(minute) -> str:
@@ -120,13 +121,18 @@ def test_fast_path_and_fastapi_path_send_the_same_bytes(api, store, validations)
 
 
 def test_head_sends_the_headers_of_get_without_the_body(api, store):
-    """RFC 9110 §9.3.2: the same status and headers, Content-Length included, on the fast path and FastAPI."""
+    """RFC 9110 §9.3.2: the same status and headers, Content-Length included, on the fast path and FastAPI,
+    for every GET route."""
     seed_snapshot(store, PAST)
+    store.requests.ask(PAST - timedelta(hours=2), RequestPolicy())
     requests = [
         ("/", {"limit": 200, "datetime": iso(PAST)}, IDENTITY),
         ("/", {"limit": 200, "datetime": iso(PAST), "format": "csv"}, GZIP),
         ("/", {"datetime": "9999-12-31T00:00:00Z"}, {}),  # a problem answer
         ("/healthz", {}, {}),
+        ("/readyz", {}, {}),  # 503: the newest snapshot is old
+        (f"/backfills/{iso(PAST - timedelta(hours=2))}", {}, IDENTITY),
+        ("/backfills/2001-01-01T00:00Z", {}, {}),  # 404 problem
     ]
     with api() as fast, api(api_fast_path=False) as plain:
         for server in (fast, plain):
@@ -135,6 +141,26 @@ def test_head_sends_the_headers_of_get_without_the_body(api, store):
                 head, get = wire(server, "HEAD", path, params, headers), wire(server, "GET", path, params, headers)
                 assert head == (get[0], get[1], b""), (path, params, headers)
                 assert int(dict(head[1])[b"content-length"]) == len(get[2]) > 0
+            metrics = wire(server, "HEAD", "/metrics", {}, IDENTITY)  # its counts move with every request
+            assert metrics[0] == 200 and metrics[2] == b"" and int(dict(metrics[1])[b"content-length"]) > 0
+
+
+def test_metrics_count_the_fast_paths_answers(api, store):
+    """The fast path counts its own answers (200, 304, a problem), under the same names and labels as FastAPI's."""
+    seed_snapshot(store, PAST)
+    params = {"limit": 200, "datetime": iso(PAST)}
+    with api() as server:
+        etag = server.get("/", params=params, headers=IDENTITY).headers["etag"]  # FastAPI validates the query
+        server.get("/", params=params, headers=IDENTITY)
+        server.get("/", params=params, headers={"If-None-Match": etag, **IDENTITY})
+        server.client.head("/", params=params, headers={"If-None-Match": etag, **IDENTITY})
+        for _ in range(2):  # FastAPI, then the fast path
+            server.get("/", params={"datetime": "9999-12-31T00:00:00Z"})
+        metrics = server.get("/metrics").text
+    assert 'api_requests_total{path="/",status="200"} 2.0' in metrics
+    assert 'api_requests_total{path="/",status="304"} 2.0' in metrics
+    assert 'api_requests_total{path="/",status="422"} 2.0' in metrics
+    assert 'api_request_seconds_count{path="/"} 6.0' in metrics
 
 
 def test_answers_keep_their_headers_per_encoding(api, store):
