@@ -96,6 +96,7 @@ def create_api(settings: Settings) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.head("/readyz", summary="Readiness (headers only)", responses=problem_responses(503))
     @app.get(
         "/readyz", summary="The database answers and the newest snapshot is fresh", responses=problem_responses(503)
     )
@@ -107,6 +108,7 @@ def create_api(settings: Settings) -> FastAPI:
             raise ProblemError(503, "Not ready", detail, {"Retry-After": str(settings.api_retry_after_seconds)})
         return {"status": "ready", "latest_snapshot": latest.minute.isoformat().replace("+00:00", "Z")}
 
+    @app.head("/metrics", summary="Prometheus metrics (headers only)", response_class=Response)
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

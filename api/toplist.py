@@ -503,12 +503,11 @@ def status_of(request: BackfillRequest, policy: RequestPolicy) -> BackfillStatus
     )
 
 
-@router.get(
-    "/backfills/{minute}",
-    summary="Status of the backfill requested for a minute",
-    response_model=BackfillStatus,
-    responses=problem_responses(404, 422, 503),
-)
+BACKFILL_ROUTE = {"response_model": BackfillStatus, "responses": problem_responses(404, 422, 503)}
+
+
+@router.head("/backfills/{minute}", summary="The headers `GET /backfills/{minute}` sends, no body", **BACKFILL_ROUTE)
+@router.get("/backfills/{minute}", summary="Status of the backfill requested for a minute", **BACKFILL_ROUTE)
 async def get_backfill(
     minute: Annotated[str, Path(max_length=64, description="The minute, e.g. 2026-11-27T12:05Z.")],
     service: Service,
