@@ -191,6 +191,8 @@ def cache_control(snapshot: Snapshot, minute: datetime, is_now: bool, now: datet
 
 def etag_matches(if_none_match: str, etag: str) -> bool:
     """RFC 9110 If-None-Match: `*`, or any listed tag by weak comparison."""
+    if if_none_match == etag:  # what a cache revalidating its one copy sends: no parsing
+        return True
     tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
     return "*" in tags or etag in tags
 
@@ -241,6 +243,7 @@ class Resolved:
     snapshot: Snapshot
     rendered: Rendered
     until: float
+    cache_control: tuple[bytes, bytes] | None  # the header, when it does not move with the clock (not "now")
 
 
 class Memo(dict):
@@ -363,7 +366,10 @@ class ToplistService:
         until = looked_up + RESOLVE_SECONDS
         if query.moment is None:  # "now" moves to the next minute at its start
             until = min(until, clock + (minute + timedelta(minutes=1) - now).total_seconds())
-        resolved = self.resolutions[query, fmt] = Resolved(minute, snapshot, rendered, until)
+        fixed = None
+        if query.moment is not None:  # a given minute's policy is the same at every moment: computed once
+            fixed = (b"cache-control", cache_control(snapshot, minute, False, now, self.settings).encode())
+        resolved = self.resolutions[query, fmt] = Resolved(minute, snapshot, rendered, until, fixed)
         return resolved
 
     async def answer(self, query: ToplistQuery, headers: RawHeaders) -> Answer:
@@ -382,10 +388,9 @@ class ToplistService:
             resolved = await self.resolve(query, fmt)
         rendered = resolved.rendered
         chosen = rendered.gzip if rendered.gzip and encoding and accepts(encoding, "gzip") else rendered.identity
-        now = datetime.now(UTC)
-        policy = (
+        policy = resolved.cache_control or (
             b"cache-control",
-            cache_control(resolved.snapshot, resolved.minute, query.moment is None, now, self.settings).encode(),
+            cache_control(resolved.snapshot, resolved.minute, True, datetime.now(UTC), self.settings).encode(),
         )
         if if_none_match and etag_matches(if_none_match, chosen.etag):
             return Answer(304, [*chosen.not_modified_headers, policy], b"")
