@@ -44,10 +44,10 @@ class FastPath:
             try:
                 status = await self.serve(scope, receive, send)
             except BaseException:
-                self.metrics.observe(self.path, 500, time.perf_counter() - started)
+                self.metrics.observe(self.path, 500, started)
                 raise
             if status:
-                self.metrics.observe(self.path, status, time.perf_counter() - started)
+                self.metrics.observe(self.path, status, started)
                 return
         await self.metrics.counted(self.app, scope, receive, send, started)
 
