@@ -254,7 +254,8 @@ class Warehouse:
         now = utcnow()
         with self._writing(start, end) as conn:
             self._replace(conn, prices, start, end, [{c: r.get(c) for c in fact_columns} for r in rows], keep)
-            self._replace_fetches(conn, "prices", start, end, fetch_rows, keep)
+            fetched = [vars(f) for f in fetch_rows]
+            self._replace(conn, fetches, start, end, fetched, keep, fetches.c.dataset == "prices")
             dimension = [
                 {"cmc_id": cmc_id, "symbol": r["symbol"], "name": r["name"], "updated_at": now}
                 for cmc_id, r in sorted(latest_names.items())
@@ -273,26 +274,19 @@ class Warehouse:
         """Replace rankings of minutes in [start, end) but those in `keep`."""
         with self._writing(start, end) as conn:
             self._replace(conn, rankings, start, end, rows, keep)
-            self._replace_fetches(conn, "rankings", start, end, fetch_rows, keep)
+            fetched = [vars(f) for f in fetch_rows]
+            self._replace(conn, fetches, start, end, fetched, keep, fetches.c.dataset == "rankings")
 
     @staticmethod
-    def _replace(conn, table, start: datetime, end: datetime, rows: Sequence[dict], keep: Sequence[datetime]) -> None:
-        conn.execute(delete(table).where(_window_except(table.c.minute, start, end, keep)))
+    def _replace(
+        conn, table, start: datetime, end: datetime, rows: Sequence[dict], keep: Sequence[datetime], *scope
+    ) -> None:
+        """Delete the window's rows of `table` (those matching `scope`) but the minutes in `keep`, then
+        insert the `rows` of the other minutes: what was kept is neither deleted nor duplicated."""
+        conn.execute(delete(table).where(*scope, _window_except(table.c.minute, start, end, keep)))
         kept = set(keep)
         for chunk in _chunks([row for row in rows if row["minute"] not in kept], 5000):
             conn.execute(insert(table), chunk)
-
-    @staticmethod
-    def _replace_fetches(
-        conn, dataset: str, start: datetime, end: datetime, rows: Sequence[Fetch], keep: Sequence[datetime]
-    ) -> None:
-        conn.execute(
-            delete(fetches).where(fetches.c.dataset == dataset, _window_except(fetches.c.minute, start, end, keep))
-        )
-        kept = set(keep)
-        rows = [f for f in rows if f.minute not in kept]
-        if rows:
-            conn.execute(insert(fetches), [vars(f) for f in rows])
 
     def merge_top_assets(
         self,
