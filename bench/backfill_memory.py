@@ -39,12 +39,17 @@ def free_port() -> int:
 
 
 def peak_rss(args: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(peak RSS in MB, wall seconds) of one CLI run, which must succeed."""
+    """(peak RSS in MB, wall seconds) of one CLI run, which must succeed.
+
+    Its log goes to a file: Dagster logs every event of the run (several per partition), and a
+    pipe nobody reads until the run exits fills at 64 KiB and blocks the run for good."""
     started = time.monotonic()
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(args[-2:])} failed:\n{process.stderr.read().decode()[-3000:]}")
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        _, status, usage = os.wait4(process.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.seek(0)
+            raise RuntimeError(f"{' '.join(args[-2:])} failed:\n{log.read().decode()[-3000:]}")
     return usage.ru_maxrss / 1024, time.monotonic() - started
 
 
