@@ -16,6 +16,7 @@ resources and assets.
 from __future__ import annotations
 
 import calendar
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -271,9 +272,31 @@ def search(expression: str | None, body: Any) -> Any:
     if expression is None:
         return None
     try:
-        return jmespath.search(expression, body)
+        return _evaluator(expression)(body)
     except jmespath.exceptions.JMESPathError:  # e.g. values() of a list: the body is not the expected shape
         return None
+
+
+PLAIN_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+@cache
+def _evaluator(expression: str) -> Callable[[Any], Any]:
+    """`expression` as a function of the body. A path of plain names (`close`, `quote.USD.price`)
+    is read with dict lookups, as JMESPath reads it (a name of anything but an object is null):
+    JMESPath's interpreter took most of a range run's CPU, ~5,000 fields per history reply."""
+    if not PLAIN_PATH.fullmatch(expression):
+        return jmespath.compile(expression).search
+    names = expression.split(".")
+
+    def lookup(body: Any) -> Any:
+        for name in names:
+            if not isinstance(body, dict):
+                return None
+            body = body.get(name)
+        return body
+
+    return lookup
 
 
 @dataclass
