@@ -33,7 +33,8 @@ class FastPath:
         self.service: ToplistService | None = None  # app.state.toplist, made by the lifespan
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":  # lifespan
+        if scope["type"] != "http":  # lifespan: its startup makes a new app.state.toplist
+            self.service = None
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
