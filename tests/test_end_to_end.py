@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from common.settings import Settings
 from emulator.market import Market
 from scripts.run_stack import Stack, stack_environment
 from tests.conftest import ROOT, free_port, postgres_instance_env
@@ -102,10 +103,20 @@ def request_runs(home) -> list:
 
 
 @pytest.mark.timeout(1200)  # runs must end before the restart and after it: minutes on a loaded machine
-def test_no_request_is_left_open_across_a_daemon_restart(stack, database_url, tmp_path, monkeypatch):
+def test_no_request_is_left_open_across_a_daemon_restart(stack, emulator, database_url, tmp_path, monkeypatch):
     """Requests in flight while `dagster dev` (daemon, code server, webserver) is stopped and
     started again: once every request run has ended, no request stays open."""
+    from crypto_pipeline.sensors import REQUEST_INTERVAL_SECONDS
+
     api = f"http://127.0.0.1:{stack.api_port}"
+    # A range run fetches one CryptoCompare series per candidate (up to ranking_depth of them),
+    # upstream_concurrency at a time. Slowed so that it lasts about 2.5 sensor intervals, a run is
+    # still working when the tick after its creation marks its request launched, whatever the
+    # interval; the latency (~1.2 s at 30 s) stays far below the client's timeout.
+    rounds = Settings.model_fields["ranking_depth"].default / Settings.model_fields["upstream_concurrency"].default
+    latency_ms = int(2.5 * REQUEST_INTERVAL_SECONDS * 1000 / rounds)
+    assert latency_ms < Settings.model_fields["upstream_timeout_seconds"].default * 1000 / 4
+    emulator.set_faults({"cc_histominute": {"latency_ms": latency_ms}})
     # To read the Dagster instance the stack uses: its config reads DAGSTER_HOME (and Postgres' variables).
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     if database_url.startswith("postgresql"):
