@@ -2,7 +2,7 @@
 them to Dagster and follows them through Dagster's run records (the lifecycle itself is
 warehouse/requests.py).
 
-Every tick (15 s):
+Every tick (30 s):
 1. Reconcile what is in flight, by the run key each request carries (also a tag on its run).
    A run with that key → `launched` with its real run id. The run ended without storing the
    minute (failed before the merge, canceled, ended by its max runtime, or succeeded without
@@ -34,8 +34,6 @@ from crypto_pipeline.schedules import backfill_snapshots_job
 from warehouse.requests import CANCELED_ERROR, NO_DATA_ERROR, BackfillRequest, BackfillRequests, Status
 
 REQUEST_TAG = "crypto_toplist/backfill_request"  # its value: the run key the request was submitted under
-# Runs are found by RUN_KEY_TAG: runs launched before migration 0003 carry REQUEST_TAG "true",
-# but their key there too.
 # Run monitoring (on in dagster.yaml and the local instance) cancels a run running longer than this
 # tag says: a run worker that died (OOM, kill -9) would otherwise stay STARTED for ever, since the
 # DefaultRunLauncher cannot check a worker's health, and hold its requests `launched`.
@@ -48,9 +46,9 @@ RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 # Every sensor tick costs the daemon and the code server CPU even when idle: the daemon's tick
 # bookkeeping (tick row, instigator state) was ~half of its CPU above Dagster's floor, profiled
-# at 15 s (README, Steady-state CPU). Launching waits at most 15 s; a request whose run never
-# came is back to `requested` within LAUNCH_GRACE + one interval (75 s).
-REQUEST_INTERVAL_SECONDS = 15
+# at 15 s (README, Steady-state CPU), so it ticks every 30 s. Launching waits at most 30 s; a
+# request whose run never came is back to `requested` within LAUNCH_GRACE + one interval (90 s).
+REQUEST_INTERVAL_SECONDS = 30
 # Dagster creates a sensor's runs right after the tick; a key still without a run after this
 # was never created (so a request is back to `requested` within two minutes).
 LAUNCH_GRACE = timedelta(seconds=60)
@@ -75,6 +73,8 @@ def nearby_ranges(minutes: Iterable[datetime], max_length: int, max_gap: int = 0
 
 def newest_runs(instance: dg.DagsterInstance, run_keys: Iterable[str]) -> dict[str, dg.RunRecord]:
     """The newest run carrying each request key (a run retry inherits its parent's tags)."""
+    # By RUN_KEY_TAG, not REQUEST_TAG: runs launched before migration 0003 carry REQUEST_TAG
+    # "true", but their key in RUN_KEY_TAG too.
     newest: dict[str, dg.RunRecord] = {}
     for record in instance.get_run_records(dg.RunsFilter(tags={RUN_KEY_TAG: sorted(run_keys)})):
         key = record.dagster_run.tags[RUN_KEY_TAG]
@@ -150,7 +150,7 @@ def build_backfill_requests_sensor(
 
     It takes the warehouse URL, not the warehouse resource: a sensor with resources makes the
     code server build a DagsterInstance on every tick (dagster-io/dagster#14345), ~60 ms of CPU
-    four times a minute. It touches `context.instance` only while a request is in flight.
+    twice a minute. It touches `context.instance` only while a request is in flight.
     """
 
     @dg.sensor(
