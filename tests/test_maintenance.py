@@ -59,9 +59,9 @@ def prune(instance: dg.DagsterInstance, database_url: str, **retention) -> dg.Ex
     )
 
 
-def test_prune_storage_is_scheduled_hourly_and_on_by_default():
+def test_prune_storage_is_scheduled_daily_and_on_by_default():
     assert prune_storage_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    assert prune_storage_schedule.cron_schedule == "17 * * * *"
+    assert prune_storage_schedule.cron_schedule == "17 3 * * *"
     assert defs.get_schedule_def("prune_storage_schedule").job_name == "prune_storage"
 
 
