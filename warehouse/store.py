@@ -33,7 +33,7 @@ PRICED_RANKING = and_(prices.c.minute == rankings.c.minute, prices.c.cmc_id == r
 # writers of the minutes of one hour; taken in ascending order, so overlapping windows never
 # deadlock. One lock per hour, not per minute: each lock takes a slot of the server's shared lock
 # table (~max_locks_per_transaction x max_connections, 6,400 by default), which a lock per
-# minute of a long window (a day's prune, a week's chunk) exhausted ("out of shared memory").
+# minute of a long window (a week's chunk) exhausted ("out of shared memory").
 MINUTE_LOCK_NAMESPACE = 0x746F70
 LOCK_MINUTES = 60
 ONE_MINUTE = timedelta(minutes=1)
@@ -434,14 +434,15 @@ class Warehouse:
             if set(FETCHED) <= pair.keys()
         }
 
-    def prune_raw(self, fetched_before: datetime, batch: int = 1440) -> dict[str, int]:
+    def prune_raw(self, fetched_before: datetime) -> dict[str, int]:
         """Delete the raw upstream rows (`prices`, `rankings`, `fetches`) fetched before the
-        cutoff, up to `batch` consecutive minutes per transaction; returns the rows deleted per table.
+        cutoff, one clock hour of minutes per transaction; returns the rows deleted per table.
 
         Retention counts from the fetch, not from the minute: a past minute backfilled today
         stays auditable as long as a live one. Each batch holds the write lock of its minutes
-        and re-reads what is old under it, so a minute being fetched again is never emptied.
-        Served snapshots are never touched."""
+        (on SQLite the whole database's) and re-reads what is old under it, so a minute being
+        fetched again is never emptied, and a live write waits for one hour's rows (~75,000),
+        not for a day's. Served snapshots are never touched."""
         deleted = dict.fromkeys(("prices", "rankings", "fetches"), 0)
         old = fetches.c.fetched_at < fetched_before
         while True:
@@ -449,7 +450,7 @@ class Warehouse:
                 first = conn.execute(select(func.min(fetches.c.minute)).where(old)).scalar()
             if first is None:
                 return deleted
-            end = first + timedelta(minutes=batch)
+            end = first.replace(minute=0, second=0, microsecond=0) + timedelta(minutes=LOCK_MINUTES)  # one lock
             with self._writing(first, end) as conn:
                 found = conn.execute(select(fetches.c.minute, fetches.c.dataset).where(old, fetches.c.minute < end))
                 found = found.all()

@@ -42,10 +42,17 @@ def market_rows(minute: datetime, depth: int = 250) -> tuple[list[dict], list[di
     return ranking_rows, price_rows
 
 
-def store_upstream(store: Warehouse, minute: datetime, ranking_rows: list[dict] | None, price_rows: list[dict] | None):
-    """Write one minute's fetched datasets (None: that upstream was not fetched) as the pipeline would."""
+def store_upstream(
+    store: Warehouse,
+    minute: datetime,
+    ranking_rows: list[dict] | None,
+    price_rows: list[dict] | None,
+    fetched: datetime | None = None,
+):
+    """Write one minute's fetched datasets (None: that upstream was not fetched) as the pipeline would, fetched now
+    unless `fetched` says when."""
     end = minute + timedelta(minutes=1)
-    fetched = datetime.now(UTC)
+    fetched = fetched or datetime.now(UTC)
     if ranking_rows is not None:
         fetch = Fetch(minute, "rankings", "cryptocompare", True, "latest", len(ranking_rows), 0, fetched)
         store.replace_rankings(minute, end, ranking_rows, [fetch])

@@ -6,12 +6,12 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, func, select
 
 from tests.api.conftest import market_rows, seed_snapshot, store_upstream
 from warehouse.quality import MinuteQuality, required_rows
 from warehouse.requests import RequestPolicy
-from warehouse.schema import prices, rankings
+from warehouse.schema import fetches, prices, rankings
 from warehouse.store import Fetch, Warehouse, blocked_error
 
 GOOD = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -186,9 +186,33 @@ def test_a_merge_after_the_raw_rows_were_pruned_keeps_the_served_minute(database
     assert served_rows(store, MINUTE) == before and len(before) == 200
 
 
+@BACKENDS
+def test_raw_rows_are_pruned_an_hour_of_minutes_per_transaction(database_url):
+    """The daily prune deletes a day of raw rows (~1.8M); in one transaction it would hold SQLite's
+    write lock throughout, and the live minute's writes would wait (30 s at most) and then fail."""
+    store = Warehouse(database_url)
+    now = datetime.now(UTC)
+    old = [GOOD + timedelta(minutes=25 * i) for i in range(7)]  # 12:00 to 14:30: three clock hours
+    for minute in old:
+        store_upstream(store, minute, *market_rows(minute, 3), fetched=now - timedelta(days=8))
+    recent = GOOD + timedelta(hours=5)
+    store_upstream(store, recent, *market_rows(recent, 3))  # fetched now
+    commits = []
+    event.listen(store.engine, "commit", commits.append)
+
+    deleted = store.prune_raw(now - timedelta(days=7))
+
+    assert deleted == {"prices": 21, "rankings": 21, "fetches": 14}
+    assert len(commits) == 3  # one per clock hour, each committed on its own: a live write waits for one at most
+    with store.engine.connect() as conn:
+        for table in (prices, rankings, fetches):
+            left = conn.execute(select(table.c.minute, func.count()).group_by(table.c.minute)).all()
+            assert left == [(recent, 2 if table is fetches else 3)]  # fetches: one row per dataset
+
+
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_a_long_window_is_written_without_exhausting_the_postgres_lock_table(database_url):
-    """A month in one transaction (a long chunk, a prune batch): its locks must fit the server's shared lock table."""
+    """A month in one transaction (a long chunk): its locks must fit the server's shared lock table."""
     store = Warehouse(database_url)
     start = MINUTE - timedelta(days=30)
     store.replace_rankings(start, MINUTE, [], [])
