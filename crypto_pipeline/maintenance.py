@@ -17,8 +17,12 @@ from pydantic import Field
 from crypto_pipeline.resources.warehouse import WarehouseResource
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.CANCELED]
-MAX_RUNS_PER_PRUNE = 5000  # a day brings ~1,440 minute runs; a first prune of an old instance catches up over days
-BATCH = 500
+# A day brings 1,440 minute runs, plus backfill runs (8,000-17,000 under sustained requests) and
+# retries: one daily prune deletes batch after batch until the backlog is gone, up to MAX_BATCHES
+# batches of each kind (100,000 runs a kind), so a run always ends; what is left waits a day.
+RUNS_PER_BATCH = 5000
+MAX_BATCHES = 20
+BATCH = 500  # run ids per check-execution DELETE
 
 
 class RetentionConfig(dg.ConfigurableResource):
@@ -32,21 +36,31 @@ class RetentionConfig(dg.ConfigurableResource):
 def prune_runs(instance: dg.DagsterInstance, now: datetime, keep: timedelta, keep_failed: timedelta) -> list[str]:
     """Delete finished runs created before `now - keep` (failed: `now - keep_failed`), oldest
     first, with their event log and their asset-check executions; returns their ids."""
-    doomed = [
-        record.dagster_run.run_id
-        for statuses, cutoff in ((FINISHED, now - keep), ([dg.DagsterRunStatus.FAILURE], now - keep_failed))
-        for record in instance.get_run_records(
-            dg.RunsFilter(statuses=statuses, created_before=cutoff), limit=MAX_RUNS_PER_PRUNE, ascending=True
-        )
-    ]
-    for run_id in doomed:
+    doomed = []
+    kinds = (("finished", FINISHED, now - keep), ("failed", [dg.DagsterRunStatus.FAILURE], now - keep_failed))
+    for kind, statuses, cutoff in kinds:
+        old = dg.RunsFilter(statuses=statuses, created_before=cutoff)
+        for _ in range(MAX_BATCHES):
+            batch = [r.dagster_run.run_id for r in instance.get_run_records(old, limit=RUNS_PER_BATCH, ascending=True)]
+            delete_runs(instance, batch)
+            doomed += batch
+            if len(batch) < RUNS_PER_BATCH:
+                break
+        else:
+            if left := instance.get_runs_count(old):
+                dg.get_dagster_logger().warning(f"{left} {kind} runs created before {cutoff} left for the next prune")
+    return doomed
+
+
+def delete_runs(instance: dg.DagsterInstance, run_ids: list[str]) -> None:
+    """Delete runs with their events, tags and asset-check executions."""
+    for run_id in run_ids:
         instance.delete_run(run_id)  # the run, its tags, its events and their asset tags
     # delete_run leaves the check executions (10 rows, ~21 KB a minute run); no public API deletes them.
     with instance.event_log_storage.index_connection() as conn:
-        for start in range(0, len(doomed), BATCH):
-            ids = doomed[start : start + BATCH]
+        for start in range(0, len(run_ids), BATCH):
+            ids = run_ids[start : start + BATCH]
             conn.execute(AssetCheckExecutionsTable.delete().where(AssetCheckExecutionsTable.c.run_id.in_(ids)))
-    return doomed
 
 
 @dg.op(description="Delete Dagster runs older than the retention, with their events and check executions.")

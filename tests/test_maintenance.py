@@ -10,10 +10,11 @@ import pytest
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 from sqlalchemy import func, select
 
+from crypto_pipeline import maintenance
 from crypto_pipeline.assets.top_assets import top_assets
 from crypto_pipeline.assets.upstream import fetch_prices_and_rankings
 from crypto_pipeline.definitions import defs
-from crypto_pipeline.maintenance import RetentionConfig, prune_storage_schedule
+from crypto_pipeline.maintenance import FINISHED, RetentionConfig, prune_storage_schedule
 from crypto_pipeline.partitions import MINUTE_FORMAT
 from crypto_pipeline.resources.warehouse import WarehouseResource
 from tests.assets.test_pipeline import resources
@@ -97,6 +98,43 @@ def test_old_runs_go_with_their_events_and_checks_failures_stay_longer(emulator,
     assert instance.get_run_by_id(failed) is None and instance.all_logs(failed) == []
     # Only the last prune run itself is left (and runs that never finished, which pruning keeps).
     assert [r.job_name for r in instance.get_runs() if r.run_id not in unfinished_before] == ["prune_storage"]
+
+
+def old_runs(instance: dg.DagsterInstance, database_url: str) -> datetime:
+    """Five finished and five failed runs, alone past a zero retention (on Postgres the instance
+    keeps earlier tests' runs: a first prune removes them); returns a time after them."""
+    assert prune(instance, database_url, run_days=0, failed_run_days=0, raw_days=0).success
+    for i, status in enumerate(
+        [dg.DagsterRunStatus.SUCCESS] * 4 + [dg.DagsterRunStatus.CANCELED] + [dg.DagsterRunStatus.FAILURE] * 5
+    ):
+        instance.add_run(dg.DagsterRun(job_name="__ASSET_JOB", run_id=f"old-run-{i}", status=status))
+    return datetime.now(UTC)
+
+
+def left(instance: dg.DagsterInstance, statuses: list[dg.DagsterRunStatus], before: datetime) -> int:
+    return instance.get_runs_count(dg.RunsFilter(statuses=statuses, created_before=before))
+
+
+def test_one_prune_deletes_a_backlog_of_several_batches(database_url, instance, monkeypatch):
+    """A day can bring more runs than a batch (backfill runs, retries): one daily prune must
+    still leave none past the retention, or the backlog grows day after day."""
+    before = old_runs(instance, database_url)  # 6 finished (with the first prune run), 5 failed
+    monkeypatch.setattr(maintenance, "RUNS_PER_BATCH", 2)
+    assert prune(instance, database_url, run_days=0, failed_run_days=0, raw_days=0).success
+    assert left(instance, FINISHED, before) == 0 and left(instance, [dg.DagsterRunStatus.FAILURE], before) == 0
+
+
+def test_a_prune_stops_after_its_batches_and_says_what_is_left(database_url, instance, monkeypatch):
+    """A run always ends, however long the backlog; the rest waits for the next day's run."""
+    before = old_runs(instance, database_url)
+    monkeypatch.setattr(maintenance, "RUNS_PER_BATCH", 2)
+    monkeypatch.setattr(maintenance, "MAX_BATCHES", 1)
+    result = prune(instance, database_url, run_days=0, failed_run_days=0, raw_days=0)
+    assert result.success
+    assert left(instance, FINISHED, before) == 4 and left(instance, [dg.DagsterRunStatus.FAILURE], before) == 3
+    messages = [event.message for event in instance.all_logs(result.run_id)]
+    assert any(m.startswith("4 finished runs created before") for m in messages)
+    assert any(m.startswith("3 failed runs created before") for m in messages)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
