@@ -78,7 +78,7 @@ class Settings(BaseSettings):
         description="First minute partition (fixed; identical in every process).",
     )
 
-    # Retention (the `prune_storage` job, hourly)
+    # Retention (the `prune_storage` job, daily at 03:17 UTC: each is reached up to a day late)
     run_retention_days: float = Field(
         default=7,
         ge=0,
@@ -100,7 +100,9 @@ class Settings(BaseSettings):
     api_stored_max_age_seconds: int = Field(
         default=60, ge=0, description="Cache lifetime of a stored past minute before revalidation (re-runs rewrite)."
     )
-    api_retry_after_seconds: int = Field(default=15, ge=1, description="Retry-After on 202 and 503 answers.")
+    api_retry_after_seconds: int = Field(
+        default=30, ge=1, description="Retry-After on 202 and 503 answers; the request sensor ticks every 30 s."
+    )
     api_cache_entries: int = Field(default=2048, ge=0, description="Rendered bodies kept per process.")
     api_fast_path: bool = Field(
         default=True, description="Answer GET / for stored snapshots in the ASGI layer in front of FastAPI."

@@ -85,7 +85,7 @@ def create_run(instance: dg.DagsterInstance, request: dg.RunRequest, **run) -> d
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_idle_tick_builds_no_dagster_instance(database_url):
     """The daemon hands the code server an instance ref; building the instance from it costs
-    ~60 ms of CPU, four times a minute, so a tick with nothing open must not."""
+    ~60 ms of CPU, twice a minute, so a tick with nothing open must not."""
     Warehouse(database_url).requests.ask(BASE, POLICY)
     seed_snapshot(Warehouse(database_url), BASE)  # a settled request is not open
     sensor = build_backfill_requests_sensor(database_url, 120, 10, 0, MAX_RUNTIME)
