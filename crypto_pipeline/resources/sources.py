@@ -5,7 +5,8 @@ how to authenticate (the header, and the environment variable holding the key), 
 (page or offset, size, where the total is), where the records are and where each field sits in
 one, how its errors look (which codes are auth failures, plan refusals, rate limits, a spent
 quota) and what a request costs. Files are validated when loaded; an error names the file and
-the key. Expressions are JMESPath, compiled by `jmespath`, never evaluated as code.
+the key. Expressions are JMESPath, checked by `jmespath` at load and never evaluated as code: a
+path of plain names (`quote.USD.price`) is read with dict lookups, anything else by `jmespath`.
 
 `SourceClient` is the one client that reads them: it pages, batches ids, checks the error
 envelope, parses records into the typed models of `crypto_pipeline.resources.parsing` and

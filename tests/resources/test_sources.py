@@ -15,6 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import dagster as dg
 import httpx
+import jmespath
+import jmespath.exceptions
 import pytest
 import yaml
 from sqlalchemy import select
@@ -31,6 +33,7 @@ from crypto_pipeline.resources.sources import (
     SourceConfigError,
     join_cmc_ids,
     load_source,
+    search,
     sources_in,
 )
 from tests.assets.test_pipeline import resources
@@ -58,6 +61,46 @@ def test_every_shipped_source_file_loads():
         "cc_legacy_cmc_ids",
     } <= names
     assert {"cc_histominute", "cc_histohour"} <= names
+
+
+def shipped_expressions(monkeypatch) -> set[str]:
+    """Every expression the shipped source files hold: what loading them validates with `jmespath.compile`."""
+    seen = set()
+    compile_ = jmespath.compile
+    monkeypatch.setattr(jmespath, "compile", lambda expression: seen.add(expression) or compile_(expression))
+    for path in sorted(SOURCES_DIR.glob("*.yaml")):
+        load_source(path)
+    monkeypatch.undo()
+    return seen
+
+
+def edge_bodies(expression: str) -> list:
+    """Bodies that stop a dotted path at each step on each JSON type, and some that fit it."""
+    leaves = [None, "text", 0, 1.5, True, [], [{"x": 1}], {}, {"x": None}]
+    bodies = [None, "text", 7, [], [{}], {}]
+    names = expression.split(".")
+    for depth in range(1, len(names) + 1):
+        for leaf in leaves:
+            body = leaf
+            for name in reversed(names[:depth]):
+                body = {name: body, "other": 1}
+            bodies.append(body)
+    return bodies
+
+
+def test_plain_field_paths_read_as_jmespath_reads_them(monkeypatch):
+    """Plain dotted names are read with dict lookups, not JMESPath's interpreter (a third of a
+    range run's CPU): on every shipped expression and body shape the result must be JMESPath's."""
+    expressions = shipped_expressions(monkeypatch)
+    assert {"quote.USD.price", "close", "values(data)"} <= expressions
+    for expression in sorted(expressions):
+        for body in edge_bodies(expression):
+            try:
+                expected = jmespath.search(expression, body)
+            except jmespath.exceptions.JMESPathError:  # e.g. values() of a list: read as missing
+                expected = None
+            assert search(expression, body) == expected, (expression, body)
+            assert type(search(expression, body)) is type(expected), (expression, body)
 
 
 @pytest.mark.parametrize(
