@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         default=60, ge=0, description="Cache lifetime of a stored past minute before revalidation (re-runs rewrite)."
     )
     api_retry_after_seconds: int = Field(
-        default=30, ge=1, description="Retry-After on 202 and 503 answers; the request sensor ticks every 30 s."
+        default=30, ge=1, description="Retry-After on 202, 429 and 503 answers; the request sensor ticks every 30 s."
     )
     api_cache_entries: int = Field(default=2048, ge=0, description="Rendered bodies kept per process.")
     api_fast_path: bool = Field(
