@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +25,13 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The tests stop the processes they start with SIGINT and SIGTERM. A suite started in the
+# background of a non-interactive shell (`cmd &`) inherits SIGINT ignored, and some runners
+# ignore SIGTERM too; an ignored signal stays ignored across exec, so `dagster dev` and the
+# emulator would never stop. Handled signals are reset on exec: the children get the defaults.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "upstream"
 
 
