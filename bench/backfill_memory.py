@@ -1,17 +1,22 @@
 """Peak memory of range backfills of growing length: flat, because a range works in chunks.
 
     .venv/bin/python -m bench.backfill_memory [--minutes 60 360 1440] [--chunk-minutes 120]
+        [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test]
 
 Each range is one `dagster asset materialize --partition-range` run (the CLI executes it in
-its own process) against the emulator, on a fresh SQLite warehouse and the local instance
-configuration; its peak RSS is read from the kernel when it exits (`wait4`). The baseline, in
-the same invocation, is one single-minute run. `--chunk-minutes` above the longest range
-shows what a range cost before chunking. Goal: a 30-day range (43,200 minutes) under 500 MB.
+its own process) against the emulator; its peak RSS is read from the kernel when it exits
+(`wait4`). The warehouse and Dagster's instance are fresh: SQLite with the local instance
+configuration (`make run`), or with `--postgres` a scratch database next to the given one
+holding both, with the production instance (deploy/dagster.yaml). A 30-day range needs
+Postgres: on SQLite Dagster cannot create a run of more than ~31,000 partitions (README). The
+baseline, in the same invocation, is one single-minute run. `--chunk-minutes` above the longest
+range shows what a range cost before chunking. Goal: a 30-day range (43,200 minutes) under 500 MB.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import socket
@@ -21,7 +26,10 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 
-from scripts.run_stack import LOCAL_INSTANCE, ROOT, Stack, wait_until_up
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from scripts.run_stack import LOCAL_INSTANCE, PRODUCTION_INSTANCE, ROOT, Stack, postgres_instance_env, wait_until_up
 from warehouse.store import Warehouse
 
 COMMAND = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "crypto_pipeline.definitions",
@@ -53,21 +61,44 @@ def peak_rss(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     return usage.ru_maxrss / 1024, time.monotonic() - started
 
 
+@contextlib.contextmanager
+def scratch_postgres(server_url: str, name: str = "toplist_bench_backfill_memory"):
+    """The URL of a fresh database on the server of `server_url`, dropped afterwards."""
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=int, nargs="+", default=[60, 360, 1440], help="range lengths")
+    parser.add_argument("--postgres", metavar="URL", help="a Postgres server for the warehouse and the instance")
     parser.add_argument("--chunk-minutes", type=int, default=None, help="BACKFILL_CHUNK_MINUTES (default: setting)")
     args = parser.parse_args()
     now = datetime.now(UTC).replace(second=0, microsecond=0)
-    with tempfile.TemporaryDirectory() as data:
+    with tempfile.TemporaryDirectory() as data, contextlib.ExitStack() as stack:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in ("CMC_API_KEY", "CRYPTOCOMPARE_API_KEY")}
-        env.update(PYTHONPATH=str(ROOT), DAGSTER_HOME=data, DATABASE_URL=f"sqlite:///{data}/warehouse.db",
-                   EMULATOR_URL=f"http://127.0.0.1:{port}", LOG_CONSOLE="false",
+        env.update(PYTHONPATH=str(ROOT), DAGSTER_HOME=data, EMULATOR_URL=f"http://127.0.0.1:{port}",
+                   LOG_CONSOLE="false",
                    HISTORY_START=(now - timedelta(minutes=sum(args.minutes) + 180)).isoformat())  # fmt: skip
         if args.chunk_minutes:
             env["BACKFILL_CHUNK_MINUTES"] = str(args.chunk_minutes)
-        shutil.copy(LOCAL_INSTANCE, f"{data}/dagster.yaml")
+        if args.postgres:
+            env["DATABASE_URL"] = stack.enter_context(scratch_postgres(args.postgres))
+            env.update(postgres_instance_env(env["DATABASE_URL"]))
+            shutil.copy(PRODUCTION_INSTANCE, f"{data}/dagster.yaml")
+        else:
+            env["DATABASE_URL"] = f"sqlite:///{data}/warehouse.db"
+            shutil.copy(LOCAL_INSTANCE, f"{data}/dagster.yaml")
+        print(f"warehouse and instance: {'Postgres' if args.postgres else 'SQLite, the local instance'}", flush=True)
         Warehouse(env["DATABASE_URL"]).upgrade()
         emulator = Stack(env, with_emulator=False, quiet=True)
         emulator.spawn(sys.executable, "-m", "emulator", "--port", str(port))

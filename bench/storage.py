@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -30,7 +31,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-ROOT = Path(__file__).resolve().parent.parent
+from scripts.run_stack import PRODUCTION_INSTANCE, ROOT, postgres_instance_env
+
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 YEAR_MINUTES = 525_600
 WAREHOUSE = {"toplist_snapshots": "served", "assets": "served", "prices": "raw", "rankings": "raw", "fetches": "raw"}
@@ -78,15 +80,14 @@ def main() -> None:
     emulator = subprocess.Popen([sys.executable, "-m", "emulator", "--port", str(port)], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     home = tempfile.mkdtemp()
-    (Path(home) / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.yaml").read_text())
+    shutil.copy(PRODUCTION_INSTANCE, Path(home) / "dagster.yaml")
+    database_url = url.render_as_string(hide_password=False)
     os.environ.update(
-        DATABASE_URL=url.render_as_string(hide_password=False), DAGSTER_HOME=home, EMULATOR_URL=f"http://127.0.0.1:{port}",
-        LOG_CONSOLE="false", LIVE_WINDOW_MINUTES=str(args.live + 1), DAGSTER_POSTGRES_HOST=url.host or "127.0.0.1",
-        DAGSTER_POSTGRES_PORT=str(url.port or 5432), DAGSTER_POSTGRES_USER=url.username or "postgres",
-        DAGSTER_POSTGRES_PASSWORD=url.password or "", DAGSTER_POSTGRES_DB=name,
+        DATABASE_URL=database_url, DAGSTER_HOME=home, EMULATOR_URL=f"http://127.0.0.1:{port}",
+        LOG_CONSOLE="false", LIVE_WINDOW_MINUTES=str(args.live + 1), **postgres_instance_env(database_url),
     )  # fmt: skip
     try:
-        run(args, url.render_as_string(hide_password=False), home)
+        run(args, database_url, home)
     finally:
         emulator.terminate()
         emulator.wait(10)

@@ -25,12 +25,14 @@ from urllib.parse import urlsplit
 
 import dotenv
 import httpx
+from sqlalchemy.engine import make_url
 
 from common.settings import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOTENV = ROOT / ".env"
 LOCAL_INSTANCE = ROOT / "deploy" / "dagster.local.yaml"  # SQLite, no file per run, ticks purged
+PRODUCTION_INSTANCE = ROOT / "deploy" / "dagster.yaml"  # dagster-postgres, DAGSTER_POSTGRES_*
 GENERATED_MARK = "# Copied from deploy/dagster.local.yaml by `make run`"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -46,6 +48,18 @@ def stack_environment(base: Mapping[str, str], settings: Settings | None = None)
     if settings.uses_emulator:
         env.setdefault("EMULATOR_URL", settings.emulator_url)
     return env, settings.uses_emulator and urlsplit(env["EMULATOR_URL"]).hostname in LOOPBACK
+
+
+def postgres_instance_env(database_url: str) -> dict[str, str]:
+    """The DAGSTER_POSTGRES_* variables PRODUCTION_INSTANCE reads, for the database behind `database_url`."""
+    url = make_url(database_url)
+    return {
+        "DAGSTER_POSTGRES_HOST": url.host or "127.0.0.1",
+        "DAGSTER_POSTGRES_PORT": str(url.port or 5432),
+        "DAGSTER_POSTGRES_USER": url.username or "postgres",
+        "DAGSTER_POSTGRES_PASSWORD": url.password or "",
+        "DAGSTER_POSTGRES_DB": url.database or "",
+    }
 
 
 def upstreams_line(settings: Settings) -> str:

@@ -24,6 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from scripts.run_stack import PRODUCTION_INSTANCE, postgres_instance_env
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # The tests stop the processes they start with SIGINT and SIGTERM. A suite started in the
@@ -226,20 +228,6 @@ def database_url(request, tmp_path) -> Iterator[str]:
     store.engine.dispose()
 
 
-def postgres_instance_env(database_url: str) -> dict[str, str]:
-    """The DAGSTER_POSTGRES_* variables deploy/dagster.yaml reads, for the database behind `database_url`."""
-    from sqlalchemy.engine import make_url
-
-    url = make_url(database_url)
-    return {
-        "DAGSTER_POSTGRES_HOST": url.host or "127.0.0.1",
-        "DAGSTER_POSTGRES_PORT": str(url.port or 5432),
-        "DAGSTER_POSTGRES_USER": url.username or "postgres",
-        "DAGSTER_POSTGRES_PASSWORD": url.password or "",
-        "DAGSTER_POSTGRES_DB": url.database or "",
-    }
-
-
 @pytest.fixture
 def dagster_instance(database_url, tmp_path, monkeypatch):
     """Dagster's instance on the warehouse's backend: in memory with SQLite, the production
@@ -255,6 +243,6 @@ def dagster_instance(database_url, tmp_path, monkeypatch):
         monkeypatch.setenv(variable, value)
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(PRODUCTION_INSTANCE, home / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         yield instance

@@ -11,7 +11,8 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import ROOT, postgres_instance_env
+from scripts.run_stack import PRODUCTION_INSTANCE, postgres_instance_env
+from tests.conftest import ROOT
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
@@ -75,7 +76,7 @@ def test_dagster_yaml_loads_as_an_instance_on_postgres(tmp_path, postgres_url, m
 
     for variable, value in postgres_instance_env(postgres_url).items():
         monkeypatch.setenv(variable, value)
-    shutil.copy(ROOT / "deploy" / "dagster.yaml", tmp_path / "dagster.yaml")
+    shutil.copy(PRODUCTION_INSTANCE, tmp_path / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
@@ -105,7 +106,7 @@ def test_live_minutes_come_first_in_both_instances(tmp_path, postgres_url, monke
     for variable, value in postgres_instance_env(postgres_url).items():
         monkeypatch.setenv(variable, value)
     (tmp_path / "production").mkdir()
-    shutil.copy(ROOT / "deploy" / "dagster.yaml", tmp_path / "production" / "dagster.yaml")
+    shutil.copy(PRODUCTION_INSTANCE, tmp_path / "production" / "dagster.yaml")
     (tmp_path / "local").mkdir()
     (tmp_path / "local" / "dagster.yaml").write_text(LOCAL_INSTANCE.read_text())
     for home in ("production", "local"):

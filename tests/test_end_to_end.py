@@ -17,8 +17,8 @@ import pytest
 
 from common.settings import Settings
 from emulator.market import Market
-from scripts.run_stack import Stack, stack_environment
-from tests.conftest import ROOT, free_port, postgres_instance_env
+from scripts.run_stack import PRODUCTION_INSTANCE, Stack, postgres_instance_env, stack_environment
+from tests.conftest import free_port
 from warehouse.store import Warehouse
 
 MARKET = Market(3000)
@@ -43,7 +43,7 @@ def stack(emulator, database_url, tmp_path):
     env.update(DATABASE_URL=database_url, DAGSTER_HOME=str(home), EMULATOR_URL=emulator.url,
                BACKFILL_MAX_MINUTES_PER_RUN="30", BACKFILL_RETRY_BACKOFF_SECONDS="0", LOG_CONSOLE="false")  # fmt: skip
     if database_url.startswith("postgresql"):
-        shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")  # the production instance, on Postgres
+        shutil.copy(PRODUCTION_INSTANCE, home / "dagster.yaml")  # the production instance, on Postgres
         env.update(postgres_instance_env(database_url))
     running = Stack(env, with_emulator=False, api_port=free_port(), dagster_port=free_port(), quiet=True)
     try:

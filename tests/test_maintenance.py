@@ -17,8 +17,8 @@ from crypto_pipeline.definitions import defs
 from crypto_pipeline.maintenance import FINISHED, RetentionConfig, prune_storage_schedule
 from crypto_pipeline.partitions import MINUTE_FORMAT
 from crypto_pipeline.resources.warehouse import WarehouseResource
+from scripts.run_stack import LOCAL_INSTANCE, PRODUCTION_INSTANCE, postgres_instance_env
 from tests.assets.test_pipeline import resources
-from tests.conftest import ROOT, postgres_instance_env
 from warehouse.schema import fetches, prices, rankings
 from warehouse.store import Warehouse
 
@@ -32,9 +32,9 @@ def instance(database_url, tmp_path, monkeypatch):
     if database_url.startswith("postgresql"):
         for variable, value in postgres_instance_env(database_url).items():
             monkeypatch.setenv(variable, value)
-        shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+        shutil.copy(PRODUCTION_INSTANCE, home / "dagster.yaml")
     else:
-        shutil.copy(ROOT / "deploy" / "dagster.local.yaml", home / "dagster.yaml")
+        shutil.copy(LOCAL_INSTANCE, home / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         yield instance
 
