@@ -12,6 +12,7 @@ import pytest
 import uvicorn
 
 from api.main import create_app
+from api.toplist import ToplistQuery
 from common.settings import Settings
 from emulator.market import Market
 from tests.conftest import free_port
@@ -113,3 +114,17 @@ def store(database_url) -> Warehouse:
 
 def this_minute() -> datetime:
     return datetime.now(UTC).replace(second=0, microsecond=0)
+
+
+@pytest.fixture
+def validations(monkeypatch) -> list[int]:
+    """Counts how often the FastAPI route validated a query (the fast path never does)."""
+    calls = [0]
+    parse = ToplistQuery.parse.__func__
+
+    def counting(cls, *args, **kwargs):
+        calls[0] += 1
+        return parse(cls, *args, **kwargs)
+
+    monkeypatch.setattr(ToplistQuery, "parse", classmethod(counting))
+    return calls

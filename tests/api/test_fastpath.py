@@ -12,9 +12,7 @@ import gzip
 import time
 from datetime import timedelta
 
-import pytest
-
-from api.toplist import ToplistQuery, ToplistService
+from api.toplist import ToplistService
 from tests.api.conftest import seed_snapshot, this_minute
 from warehouse.requests import RequestPolicy
 
@@ -80,20 +78,6 @@ def wire(server, method: str, path: str, params: dict, headers: dict) -> tuple:
     body = b"".join(response.iter_raw())
     response.close()
     return response.status_code, [(k, v) for k, v in response.headers.raw if k.lower() != b"date"], body
-
-
-@pytest.fixture
-def validations(monkeypatch) -> list[int]:
-    """Counts how often the FastAPI route validated a query (the fast path never does)."""
-    calls = [0]
-    parse = ToplistQuery.parse.__func__
-
-    def counting(cls, *args, **kwargs):
-        calls[0] += 1
-        return parse(cls, *args, **kwargs)
-
-    monkeypatch.setattr(ToplistQuery, "parse", classmethod(counting))
-    return calls
 
 
 def test_fast_path_and_fastapi_path_send_the_same_bytes(api, store, validations):

@@ -12,7 +12,7 @@ import uvicorn
 from api.main import create_app
 from common.settings import Settings
 from tests.api.conftest import seed_snapshot, this_minute
-from tests.api.test_fastpath import iso, validations  # noqa: F401 - the fixture
+from tests.api.test_fastpath import iso
 from tests.conftest import free_port
 from warehouse.store import Warehouse
 
