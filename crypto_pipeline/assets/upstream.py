@@ -31,6 +31,7 @@ from crypto_pipeline.partitions import MINUTE_FORMAT, minute_partitions
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.errors import PERMANENT_ERRORS, UpstreamBadRequest, UpstreamError, worth_a_quick_retry
+from crypto_pipeline.resources.parsing import HistoryBar
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
 from warehouse.store import Fetch
@@ -53,6 +54,9 @@ class FetchConfig(dg.Config):
         "Off: a range keeps what was captured live (raw rows and snapshot) and says so in `kept_live_minutes`.",
     )
 
+
+# How much of a range one fetch of hourly bars covers (BarBlocks): ~190 bars per asset held.
+HOURLY_BAR_BLOCK = timedelta(days=7)
 
 UPSTREAM_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
@@ -189,24 +193,56 @@ def live_rankings(cryptocompare: CryptoCompareResource, window: Window, depth: i
     return Batch(rows, fetch.provider, fetch.emulated, fetch.rejected, fetch.reasons)
 
 
+class BarBlocks:
+    """Each candidate's CryptoCompare bars for a range, fetched once per block of chunks.
+
+    Hourly bars (ranges older than a week): a block is HOURLY_BAR_BLOCK of the range and its
+    bars (~190 per asset) are held until the next block. Fetched per 120-minute chunk, a 30-day
+    range asked for the same bars 360 times per asset: 90,000 calls for 250 assets, more than
+    CryptoCompare's free 50,000 a month; per block it is 1,250. Minute bars: a chunk already
+    needs its 24 hours before (1,560 bars, one call), so a block is one chunk and nothing is held.
+    """
+
+    def __init__(self, whole: Window, chunk_minutes: int) -> None:
+        chunk = timedelta(minutes=chunk_minutes)
+        self.start, self.end, self.minute_bars = whole.start, whole.end, whole.minute_bars
+        self.block = chunk if whole.minute_bars else max(1, HOURLY_BAR_BLOCK // chunk) * chunk
+        self.held: dict[str, tuple[datetime, tuple[list[HistoryBar], bool] | UpstreamBadRequest]] = {}
+
+    def bars(self, cryptocompare: CryptoCompareResource, symbol: str, window: Window) -> tuple[list[HistoryBar], bool]:
+        """The bars of `symbol` covering `window` (a chunk) and the 24 hours before it, and
+        whether they are emulated; a refusal (e.g. no history) holds for the block too."""
+        start = self.start + (window.start - self.start) // self.block * self.block
+        held = self.held.get(symbol)
+        if held is None or held[0] != start:
+            try:
+                calls = bar_requests(start, min(start + self.block, self.end), self.minute_bars)
+                fetched = [cryptocompare.history(symbol, to_ts, limit, hourly=not self.minute_bars)
+                           for to_ts, limit in calls]  # fmt: skip
+                held = start, ([bar for h in fetched for bar in h.bars], any(h.emulated for h in fetched))
+            except UpstreamBadRequest as error:
+                held = start, error
+            if not self.minute_bars:
+                self.held[symbol] = held
+        if isinstance(held[1], UpstreamBadRequest):
+            raise held[1]
+        return held[1]
+
+
 def cryptocompare_series(
-    cryptocompare: CryptoCompareResource, window: Window, ranked: list[dict]
+    cryptocompare: CryptoCompareResource, window: Window, ranked: list[dict], blocks: BarBlocks
 ) -> CryptoCompareSeries:
-    """Every candidate's bars for the whole window, fetched once, `concurrency` series at a time,
-    each summarized per minute on its thread so only `concurrency` series are held at once."""
-    minute_bars = window.minute_bars
-    calls = bar_requests(window.start, window.end, minute_bars)
+    """Every candidate's bars for the window, `concurrency` series at a time, each summarized
+    per minute on its thread (the bars of a chunk are dropped once summarized)."""
 
     def summary_of(candidate: dict):
         try:
-            fetched = [cryptocompare.history(candidate["symbol"], to_ts, limit, hourly=not minute_bars)
-                       for to_ts, limit in calls]  # fmt: skip
+            bars, emulated = blocks.bars(cryptocompare, candidate["symbol"], window)
         except UpstreamBadRequest as error:  # e.g. CryptoCompare has no history for this symbol
             return candidate, error
-        bars = [bar for h in fetched for bar in h.bars]
         quotes = [(datetime.fromtimestamp(bar.time, UTC), bar.close) for bar in bars if bar.close > 0]
-        volumes = rolling_24h_volume(bars, window.minutes, minute_bars)
-        return candidate, (any(h.emulated for h in fetched), volumes, latest_at_each(quotes, window.minutes))
+        volumes = rolling_24h_volume(bars, window.minutes, window.minute_bars)
+        return candidate, (emulated, volumes, latest_at_each(quotes, window.minutes))
 
     series = CryptoCompareSeries([], False, 0, [])
     with ThreadPoolExecutor(max_workers=cryptocompare.concurrency) as pool:
@@ -362,6 +398,7 @@ def fetch_prices_and_rankings(
         context.log.info("%d minutes captured live are kept, not reconstructed (replace_live_minutes)", len(kept))
     # Chunk by chunk, each committed on its own: memory is one chunk's, a failure keeps the
     # chunks before it, and a retry (or a re-execution) skips what its run family stored.
+    blocks = BarBlocks(whole, toplist.chunk_minutes)
     for window in whole.chunks(toplist.chunk_minutes):
         keep = [minute for minute in window.minutes if minute in kept]
         todo = []
@@ -374,7 +411,8 @@ def fetch_prices_and_rankings(
             else:
                 stored[key].minutes += window.minutes
                 stored[key].resumed += len(window.minutes)
-        for key, outcome in fetch_chunk(window, todo, ranked, cmc, cryptocompare, store, toplist, keep).items():
+        outcomes = fetch_chunk(window, todo, ranked, blocks, cmc, cryptocompare, store, toplist, keep)
+        for key, outcome in outcomes.items():
             if isinstance(outcome, BaseException):
                 context.log.error("%s failed: %s", key.to_user_string(), outcome)
                 failures.append((key, outcome))
@@ -418,6 +456,7 @@ def fetch_chunk(
     window: Window,
     selected: list[dg.AssetKey],
     ranked: list[dict],
+    blocks: BarBlocks,
     cmc: CoinMarketCapResource,
     cryptocompare: CryptoCompareResource,
     store,
@@ -440,7 +479,7 @@ def fetch_chunk(
         else:
             max_quote_age = timedelta(minutes=toplist.max_quote_age_minutes)
             needs_series = RANKINGS in selected or toplist.historical_price_source == "cryptocompare"
-            series = pool.submit(cryptocompare_series, cryptocompare, window, ranked) if needs_series else None
+            series = pool.submit(cryptocompare_series, cryptocompare, window, ranked, blocks) if needs_series else None
             fetchers = {
                 PRICES: (lambda: past_prices_from_cryptocompare(series.result(), window))
                 if toplist.historical_price_source == "cryptocompare"

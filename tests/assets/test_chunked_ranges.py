@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import select
 
+from crypto_pipeline.assets import upstream
 from crypto_pipeline.history import CC_MINUTE_HISTORY
 from crypto_pipeline.partitions import MINUTE_FORMAT
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
@@ -163,3 +164,36 @@ def test_a_range_across_the_minute_bar_limit_uses_one_bar_size(emulator, databas
     assert result.success
     assert after.get("cc_histohour", 0) > before.get("cc_histohour", 0)
     assert after.get("cc_histominute", 0) == before.get("cc_histominute", 0)
+
+
+@pytest.mark.parametrize(("block", "blocks"), [(upstream.HOURLY_BAR_BLOCK, 1), (timedelta(minutes=2 * CHUNK), 2)])
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_hourly_bars_are_fetched_once_per_block_and_rank_as_one_fetch(
+    emulator, database_url, dagster_instance, monkeypatch, block, blocks
+):
+    """A range older than a week asks CryptoCompare once per asset per block of chunks, not per
+    chunk, and each chunk ranks exactly as bars fetched once for the whole range would."""
+    monkeypatch.setattr(upstream, "HOURLY_BAR_BLOCK", block)
+    first = past_range() - timedelta(days=10)
+    calls_before = emulator.requests().get("cc_histohour", 0)
+
+    assert materialize_range(emulator, database_url, dagster_instance, first, 3 * CHUNK).success
+
+    store = Warehouse(database_url)
+    with store.engine.connect() as conn:
+        stored = conn.execute(select(rankings).order_by(rankings.c.minute, rankings.c.rank)).mappings().all()
+    ranked = list({row["cc_id"]: dict(row) for row in stored}.values())  # the run's candidates, all ranked
+    assert len(ranked) == 30
+    assert emulator.requests().get("cc_histohour", 0) - calls_before == blocks * len(ranked)
+    # Independently of the pipeline's bar code: 48 hourly bars in one call, and per minute the
+    # volumes of the 24 bars ending with the one that holds it.
+    cryptocompare = resources(emulator.url, database_url)["cryptocompare"]
+    end = int((first + timedelta(minutes=3 * CHUNK)).timestamp())
+    bars = {c["cc_id"]: cryptocompare.history(c["symbol"], end, 48, hourly=True).bars for c in ranked}
+    for minute in {row["minute"] for row in stored}:
+        hour = int(minute.timestamp()) // 3600 * 3600
+        volume = {c: sum(b.volumeto for b in got if hour - 24 * 3600 < b.time <= hour) for c, got in bars.items()}
+        expected = sorted(volume, key=lambda cc_id: (-volume[cc_id], cc_id))
+        here = [row for row in stored if row["minute"] == minute]
+        assert [row["cc_id"] for row in here] == expected
+        assert [row["volume_24h_usd"] for row in here] == pytest.approx([volume[c] for c in expected], abs=0.01)
