@@ -53,14 +53,17 @@ def prune_runs(instance: dg.DagsterInstance, now: datetime, keep: timedelta, kee
 
 
 def delete_runs(instance: dg.DagsterInstance, run_ids: list[str]) -> None:
-    """Delete runs with their events, tags and asset-check executions."""
-    for run_id in run_ids:
-        instance.delete_run(run_id)  # the run, its tags, its events and their asset tags
-    # delete_run leaves the check executions (10 rows, ~21 KB a minute run); no public API deletes them.
+    """Delete runs with their events, tags and asset-check executions.
+
+    The check executions go first: delete_run leaves them (10 rows, ~21 KB a minute run) and no
+    public API deletes them, so a prune stopped in between must leave runs, which the next one
+    finds again, not check executions of deleted runs, which nothing would ever find."""
     with instance.event_log_storage.index_connection() as conn:
         for start in range(0, len(run_ids), BATCH):
             ids = run_ids[start : start + BATCH]
             conn.execute(AssetCheckExecutionsTable.delete().where(AssetCheckExecutionsTable.c.run_id.in_(ids)))
+    for run_id in run_ids:
+        instance.delete_run(run_id)  # the run, its tags, its events and their asset tags
 
 
 @dg.op(description="Delete Dagster runs older than the retention, with their events and check executions.")

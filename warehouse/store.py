@@ -444,15 +444,17 @@ class Warehouse:
         fetched again is never emptied, and a live write waits for one hour's rows (~75,000),
         not for a day's. Served snapshots are never touched."""
         deleted = dict.fromkeys(("prices", "rankings", "fetches"), 0)
-        old = fetches.c.fetched_at < fetched_before
+        old = and_(fetches.c.fetched_at < fetched_before, fetches.c.dataset.in_(FETCHED))  # each pass deletes them
         while True:
             with self.engine.connect() as conn:
                 first = conn.execute(select(func.min(fetches.c.minute)).where(old)).scalar()
             if first is None:
                 return deleted
-            end = first.replace(minute=0, second=0, microsecond=0) + timedelta(minutes=LOCK_MINUTES)  # one lock
-            with self._writing(first, end) as conn:
-                found = conn.execute(select(fetches.c.minute, fetches.c.dataset).where(old, fetches.c.minute < end))
+            start = first.replace(minute=0, second=0, microsecond=0)
+            end = start + timedelta(minutes=LOCK_MINUTES)  # one lock: what turned old since is read under it
+            with self._writing(start, end) as conn:
+                in_hour = and_(fetches.c.minute >= start, fetches.c.minute < end)
+                found = conn.execute(select(fetches.c.minute, fetches.c.dataset).where(old, in_hour))
                 found = found.all()
                 for table in (prices, rankings):
                     minutes = [minute for minute, dataset in found if dataset == table.name]

@@ -192,7 +192,8 @@ def test_raw_rows_are_pruned_an_hour_of_minutes_per_transaction(database_url):
     write lock throughout, and the live minute's writes would wait (30 s at most) and then fail."""
     store = Warehouse(database_url)
     now = datetime.now(UTC)
-    old = [GOOD + timedelta(minutes=25 * i) for i in range(7)]  # 12:00 to 14:30: three clock hours
+    # 12:50, 13:10, 13:55, 14:05: three clock hours (an hour from the first old minute would be two)
+    old = [GOOD + timedelta(minutes=m) for m in (50, 70, 115, 125)]
     for minute in old:
         store_upstream(store, minute, *market_rows(minute, 3), fetched=now - timedelta(days=8))
     recent = GOOD + timedelta(hours=5)
@@ -202,7 +203,7 @@ def test_raw_rows_are_pruned_an_hour_of_minutes_per_transaction(database_url):
 
     deleted = store.prune_raw(now - timedelta(days=7))
 
-    assert deleted == {"prices": 21, "rankings": 21, "fetches": 14}
+    assert deleted == {"prices": 12, "rankings": 12, "fetches": 8}
     assert len(commits) == 3  # one per clock hour, each committed on its own: a live write waits for one at most
     with store.engine.connect() as conn:
         for table in (prices, rankings, fetches):
