@@ -62,8 +62,10 @@ def peak_rss(args: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 
 @contextlib.contextmanager
-def scratch_postgres(server_url: str, name: str = "toplist_bench_backfill_memory"):
-    """The URL of a fresh database on the server of `server_url`, dropped afterwards."""
+def scratch_postgres(server_url: str):
+    """The URL of a fresh database on the server of `server_url`, dropped afterwards (named after
+    this process: two benchmarks at once must not drop each other's)."""
+    name = f"toplist_bench_backfill_memory_{os.getpid()}"
     admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
