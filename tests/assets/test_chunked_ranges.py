@@ -46,20 +46,28 @@ def price_minutes(store: Warehouse) -> list[datetime]:
         return list(conn.execute(select(prices.c.minute).group_by(prices.c.minute).order_by(prices.c.minute)).scalars())
 
 
-def materialize_range(emulator, database_url, instance, first: datetime, minutes: int, cmc=None, cryptocompare=None):
-    chosen = resources(emulator.url, database_url)
+def range_resources(emulator_url: str, database_url: str, cmc=None, cryptocompare=None) -> dict:
+    chosen = resources(emulator_url, database_url)
     # A short list keeps three chunks of upstream calls quick: 30 ranked, one CMC call per chunk.
     chosen["toplist"] = ToplistConfig(depth=DEPTH, ranking_depth=30, price_depth=100, chunk_minutes=CHUNK)
     if cmc is not None:
         chosen["cmc"] = cmc
     if cryptocompare is not None:
         chosen["cryptocompare"] = cryptocompare
+    return chosen
+
+
+def range_tags(first: datetime, minutes: int) -> dict[str, str]:
     last = first + timedelta(minutes=minutes - 1)
+    return {RANGE_START: first.strftime(MINUTE_FORMAT), RANGE_END: last.strftime(MINUTE_FORMAT)}
+
+
+def materialize_range(emulator, database_url, instance, first: datetime, minutes: int, cmc=None, cryptocompare=None):
     return dg.materialize(
         ASSETS,
-        resources=chosen,
+        resources=range_resources(emulator.url, database_url, cmc, cryptocompare),
         instance=instance,
-        tags={RANGE_START: first.strftime(MINUTE_FORMAT), RANGE_END: last.strftime(MINUTE_FORMAT)},
+        tags=range_tags(first, minutes),
         raise_on_error=False,
     )
 
@@ -96,6 +104,49 @@ def test_a_failure_keeps_the_chunks_before_it_and_a_rerun_completes(emulator, da
     assert price_minutes(store) == minutes
     for minute in minutes:
         assert len(store.snapshot_rows(minute, DEPTH)) == DEPTH
+
+
+def range_job() -> dg.JobDefinition:
+    """The range's job for `execute_job`, which re-executes only a reconstructable job. Dagster
+    builds it once per process, so what differs between tests comes from the environment when
+    each run starts (EnvVar); CMC fails where RANGE_FAIL_FROM says, as often as FAILURES says."""
+    emulator_url, database_url = dg.EnvVar("RANGE_EMULATOR_URL"), dg.EnvVar("RANGE_DATABASE_URL")
+    cmc = FailingFromMinute(api_keys={"CMC_API_KEY": "test-key"}, base_url=emulator_url, timeout_seconds=2.0,
+                            backoff_seconds=0.01, max_attempts=2, fail_from=dg.EnvVar("RANGE_FAIL_FROM"))  # fmt: skip
+    job = dg.define_asset_job("range", executor_def=dg.in_process_executor)
+    return dg.Definitions(
+        assets=ASSETS, resources=range_resources(emulator_url, database_url, cmc), jobs=[job]
+    ).resolve_job_def("range")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_a_reexecution_from_failure_continues_after_the_stored_chunks(
+    emulator, database_url, dagster_instance, monkeypatch
+):
+    """Dagster's "Re-execute from failure" (same run family) fetches only what the failed run did
+    not store; a new run would fetch the whole range again."""
+    first = past_range()
+    fail_from = (first + timedelta(minutes=2 * CHUNK)).isoformat()
+    for variable, value in {"RANGE_EMULATOR_URL": emulator.url, "RANGE_DATABASE_URL": database_url,
+                            "RANGE_FAIL_FROM": fail_from}.items():  # fmt: skip
+        monkeypatch.setenv(variable, value)
+    FAILURES[fail_from] = 1
+    job = dg.reconstructable(range_job)
+
+    with dg.execute_job(job, dagster_instance, tags=range_tags(first, 3 * CHUNK), raise_on_error=False) as failed:
+        assert not failed.success
+    assert price_minutes(Warehouse(database_url)) == [first + timedelta(minutes=m) for m in range(2 * CHUNK)]
+    calls_before = emulator.requests().get("cmc_quotes_historical", 0)
+
+    options = dg.ReexecutionOptions.from_failure(failed.run_id, dagster_instance)
+    with dg.execute_job(job, dagster_instance, tags=failed.dagster_run.tags, reexecution_options=options) as rerun:
+        assert rerun.success
+        assert rerun.dagster_run.root_run_id == failed.run_id
+
+    assert emulator.requests().get("cmc_quotes_historical", 0) - calls_before == 1  # the third chunk only
+    store = Warehouse(database_url)
+    assert price_minutes(store) == [first + timedelta(minutes=m) for m in range(3 * CHUNK)]
+    assert all(len(store.snapshot_rows(first + timedelta(minutes=m), DEPTH)) == DEPTH for m in range(3 * CHUNK))
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
