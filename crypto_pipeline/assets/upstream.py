@@ -7,7 +7,7 @@ step fails so Dagster retries it (only what may heal in seconds) and shows the f
 A partition younger than `live_window_minutes` is fetched from the latest endpoints: the
 ranking first, then the live price source asked for exactly the ranked CMC ids (by id, or
 looked up in a volume-sorted list). An older one, or a range, comes from the historical
-endpoints, once per upstream series for the whole range.
+endpoints, chunk by chunk (BACKFILL_CHUNK_MINUTES), each committed on its own.
 """
 
 import os
