@@ -19,6 +19,7 @@ import jmespath
 import jmespath.exceptions
 import pytest
 import yaml
+from jmespath.parser import ParsedResult
 from sqlalchemy import select
 
 from crypto_pipeline.assets.top_assets import top_assets
@@ -29,8 +30,10 @@ from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.errors import UpstreamQuotaExhausted, UpstreamSchemaError
 from crypto_pipeline.resources.parsing import CmcIdLink, RankingRecord
 from crypto_pipeline.resources.sources import (
+    PLAIN_PATH,
     SOURCES_DIR,
     SourceConfigError,
+    _evaluator,
     join_cmc_ids,
     load_source,
     search,
@@ -93,7 +96,7 @@ def test_plain_field_paths_read_as_jmespath_reads_them(monkeypatch):
     range run's CPU): on every shipped expression and body shape the result must be JMESPath's."""
     expressions = shipped_expressions(monkeypatch)
     assert {"quote.USD.price", "close", "values(data)"} <= expressions
-    for expression in sorted(expressions):
+    for expression in sorted(expressions | set(PLAIN) | set(NOT_PLAIN)):
         for body in edge_bodies(expression):
             try:
                 expected = jmespath.search(expression, body)
@@ -101,6 +104,19 @@ def test_plain_field_paths_read_as_jmespath_reads_them(monkeypatch):
                 expected = None
             assert search(expression, body) == expected, (expression, body)
             assert type(search(expression, body)) is type(expected), (expression, body)
+
+
+PLAIN = ["close", "quote.USD.price", "_", "true", "a_1.B2"]  # JMESPath identifiers: `true` is a field, not a literal
+NOT_PLAIN = ['"quoted".x', '"a b"', "a.b[0]", "a[*].b", "a.1", "\u00e9t\u00e9", "a..b", "a-b"]
+
+
+def test_only_plain_paths_bypass_jmespath():
+    """The dict-lookup reader takes exactly JMESPath's unquoted identifiers joined by dots; every
+    other expression (quoted names, indexes, projections, non-ASCII, or not valid) goes to JMESPath."""
+    for expression in PLAIN:
+        assert not isinstance(getattr(_evaluator(expression), "__self__", None), ParsedResult), expression
+    for expression in NOT_PLAIN:
+        assert not PLAIN_PATH.fullmatch(expression), expression
 
 
 @pytest.mark.parametrize(
