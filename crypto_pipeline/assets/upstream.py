@@ -105,7 +105,7 @@ class Batch:
 class CryptoCompareSeries:
     """Per candidate, what its CryptoCompare bars say about each minute of the window: the 24h
     volume ending with it and the close at or before it. The bars themselves (the window and
-    the 24h before it, ~1,500 per asset) are dropped as soon as these are computed."""
+    the 24h before it) are not kept here (BarBlocks says which are held, and for how long)."""
 
     summaries: list[tuple[dict, dict[datetime, float], dict[datetime, float]]]  # candidate, volumes, closes
     emulated: bool
@@ -196,44 +196,42 @@ def live_rankings(cryptocompare: CryptoCompareResource, window: Window, depth: i
 class BarBlocks:
     """Each candidate's CryptoCompare bars for a range, fetched once per block of chunks.
 
-    Hourly bars (ranges older than a week): a block is HOURLY_BAR_BLOCK of the range and its
-    bars (~190 per asset) are held until the next block. Fetched per 120-minute chunk, a 30-day
-    range asked for the same bars 360 times per asset: 90,000 calls for 250 assets, more than
-    CryptoCompare's free 50,000 a month; per block it is 1,250. Minute bars: a chunk already
-    needs its 24 hours before (1,560 bars, one call), so a block is one chunk and nothing is held.
+    Hourly bars (ranges older than a week): a block is the whole chunks that fit in
+    HOURLY_BAR_BLOCK, and its bars (~190 per asset) are held until the next block. Fetched per
+    120-minute chunk, a 30-day range asked for the same bars 360 times per asset: 90,000 calls
+    for 250 assets, more than CryptoCompare's free 50,000 a month; per block it is 1,250.
+    Minute bars: a chunk already needs its 24 hours before (1,560 bars, one call), so a block
+    is one chunk and nothing is held.
     """
 
     def __init__(self, whole: Window, chunk_minutes: int) -> None:
         chunk = timedelta(minutes=chunk_minutes)
         self.start, self.end, self.minute_bars = whole.start, whole.end, whole.minute_bars
         self.block = chunk if whole.minute_bars else max(1, HOURLY_BAR_BLOCK // chunk) * chunk
-        self.held: dict[str, tuple[datetime, tuple[list[HistoryBar], bool] | UpstreamBadRequest]] = {}
+        self.held: dict[str, tuple[datetime, list[HistoryBar], bool]] = {}
 
     def bars(self, cryptocompare: CryptoCompareResource, symbol: str, window: Window) -> tuple[list[HistoryBar], bool]:
         """The bars of `symbol` covering `window` (a chunk) and the 24 hours before it, and
-        whether they are emulated; a refusal (e.g. no history) holds for the block too."""
+        whether they are emulated. A refusal (e.g. no history yet) is raised, not held: the
+        next chunk asks again, so one odd reply costs a chunk of the asset, not a block."""
         start = self.start + (window.start - self.start) // self.block * self.block
         held = self.held.get(symbol)
-        if held is None or held[0] != start:
-            try:
-                calls = bar_requests(start, min(start + self.block, self.end), self.minute_bars)
-                fetched = [cryptocompare.history(symbol, to_ts, limit, hourly=not self.minute_bars)
-                           for to_ts, limit in calls]  # fmt: skip
-                held = start, ([bar for h in fetched for bar in h.bars], any(h.emulated for h in fetched))
-            except UpstreamBadRequest as error:
-                held = start, error
-            if not self.minute_bars:
-                self.held[symbol] = held
-        if isinstance(held[1], UpstreamBadRequest):
-            raise held[1]
-        return held[1]
+        if held is not None and held[0] == start:
+            return held[1], held[2]
+        calls = bar_requests(start, min(start + self.block, self.end), self.minute_bars)
+        fetched = [cryptocompare.history(symbol, to_ts, limit, hourly=not self.minute_bars) for to_ts, limit in calls]
+        bars, emulated = [bar for h in fetched for bar in h.bars], any(h.emulated for h in fetched)
+        if not self.minute_bars:
+            self.held[symbol] = start, bars, emulated
+        return bars, emulated
 
 
 def cryptocompare_series(
     cryptocompare: CryptoCompareResource, window: Window, ranked: list[dict], blocks: BarBlocks
 ) -> CryptoCompareSeries:
     """Every candidate's bars for the window, `concurrency` series at a time, each summarized
-    per minute on its thread (the bars of a chunk are dropped once summarized)."""
+    per minute on its thread (minute bars are dropped once summarized; hourly ones stay held by
+    `blocks` for the rest of their block)."""
 
     def summary_of(candidate: dict):
         try:

@@ -17,7 +17,7 @@ from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.errors import UpstreamBadRequest, UpstreamTransientError
 from crypto_pipeline.resources.toplist import ToplistConfig
 from tests.assets.test_pipeline import ASSETS, resources
-from warehouse.schema import prices, rankings
+from warehouse.schema import fetches, prices, rankings
 from warehouse.store import Warehouse
 
 RANGE_START = "dagster/asset_partition_range_start"
@@ -225,7 +225,9 @@ def test_hourly_bars_are_fetched_once_per_block_and_rank_as_one_fetch(
     """A range older than a week asks CryptoCompare once per asset per block of chunks, not per
     chunk, and each chunk ranks exactly as bars fetched once for the whole range would."""
     monkeypatch.setattr(upstream, "HOURLY_BAR_BLOCK", block)
-    first = past_range() - timedelta(days=10)
+    # Across a clock hour: the first chunk in one hourly bar, the next two in the following one,
+    # so a chunk given only its block's first hours ranks differently.
+    first = (past_range() - timedelta(days=10)).replace(minute=0) - timedelta(minutes=CHUNK)
     calls_before = emulator.requests().get("cc_histohour", 0)
 
     assert materialize_range(emulator, database_url, dagster_instance, first, 3 * CHUNK).success
@@ -236,6 +238,9 @@ def test_hourly_bars_are_fetched_once_per_block_and_rank_as_one_fetch(
     ranked = list({row["cc_id"]: dict(row) for row in stored}.values())  # the run's candidates, all ranked
     assert len(ranked) == 30
     assert emulator.requests().get("cc_histohour", 0) - calls_before == blocks * len(ranked)
+    with store.engine.connect() as conn:
+        labels = conn.execute(select(fetches.c.emulated).where(fetches.c.dataset == "rankings")).scalars().all()
+    assert labels == [True] * 3 * CHUNK  # what the emulator said stays labelled so, also from held bars
     # Independently of the pipeline's bar code: 48 hourly bars in one call, and per minute the
     # volumes of the 24 bars ending with the one that holds it.
     cryptocompare = resources(emulator.url, database_url)["cryptocompare"]
@@ -248,3 +253,33 @@ def test_hourly_bars_are_fetched_once_per_block_and_rank_as_one_fetch(
         here = [row for row in stored if row["minute"] == minute]
         assert [row["cc_id"] for row in here] == expected
         assert [row["volume_24h_usd"] for row in here] == pytest.approx([volume[c] for c in expected], abs=0.01)
+
+
+REFUSALS: dict[str, int] = {}  # refusals still to inject, per symbol
+
+
+class RefusingOnce(CryptoCompareResource):
+    """The real client, except that the first history call for a symbol in REFUSALS is refused."""
+
+    def history(self, symbol, to_ts, limit, *, hourly=False):
+        if REFUSALS.get(symbol, 0) > 0:
+            REFUSALS[symbol] -= 1
+            raise UpstreamBadRequest("CryptoCompare", f"injected: {symbol} refused once")
+        return super().history(symbol, to_ts, limit, hourly=hourly)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_refused_hourly_series_is_asked_again_by_the_next_chunk(emulator, database_url, dagster_instance):
+    """A refusal is not held for the block: the asset misses the chunk that was refused, not a week."""
+    first = past_range() - timedelta(days=10)
+    real = resources(emulator.url, database_url)["cryptocompare"]
+    symbol = real.top_by_volume(30).records[5].symbol
+    REFUSALS[symbol] = 1
+
+    assert materialize_range(emulator, database_url, dagster_instance, first, 3 * CHUNK,
+                             cryptocompare=RefusingOnce(**real.model_dump())).success  # fmt: skip
+
+    store = Warehouse(database_url)
+    with store.engine.connect() as conn:
+        ranked = set(conn.execute(select(rankings.c.minute).where(rankings.c.symbol == symbol)).scalars())
+    assert ranked == {first + timedelta(minutes=m) for m in range(CHUNK, 3 * CHUNK)}
