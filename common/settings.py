@@ -86,7 +86,11 @@ class Settings(BaseSettings):
     )
     failed_run_retention_days: float = Field(default=30, ge=0, description="Failed runs are kept this long.")
     raw_retention_days: float = Field(
-        default=7, ge=0, description="Raw upstream rows (prices, rankings, fetches) are kept this long after fetching."
+        default=7,
+        ge=1,
+        description="Raw upstream rows (prices, rankings, fetches) are kept this long after fetching; at least a "
+        "day, since a run merges the rows it fetched (a range run, for up to an hour or more) and a shorter "
+        "retention could delete them before their minute is published.",
     )
 
     # API

@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
+from pydantic import ValidationError
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 from sqlalchemy import func, select
 
+from common.settings import Settings
 from crypto_pipeline import maintenance
 from crypto_pipeline.assets.top_assets import top_assets
 from crypto_pipeline.assets.upstream import fetch_prices_and_rankings
@@ -178,3 +180,13 @@ def test_a_re_execution_whose_root_run_was_pruned_still_finds_its_family(databas
     since = run_family_started(SimpleNamespace(run=child, instance=instance))
 
     assert since == instance.get_run_record_by_id(parent.run_id).create_timestamp.replace(tzinfo=UTC)
+
+
+def test_a_raw_retention_under_a_day_is_refused_by_name(monkeypatch):
+    """A range run merges the raw rows it fetched up to an hour or more later: a shorter retention
+    could prune them first, and the minute would never be published."""
+    monkeypatch.setenv("RAW_RETENTION_DAYS", "0.5")
+    with pytest.raises(ValidationError, match="raw_retention_days"):
+        Settings(_env_file=None)
+    monkeypatch.setenv("RAW_RETENTION_DAYS", "1")
+    assert Settings(_env_file=None).raw_retention_days == 1
