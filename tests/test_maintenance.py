@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
-from pydantic import ValidationError
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from common.settings import Settings
