@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.backfill_day
 
-Launches `dagster asset materialize --partition-range A...B` (every asset has
-BackfillPolicy.single_run, so the range is one run), and first, in the same invocation, one
+Launches the range as one run from a shell (`range_run_command`: the backfill job with Dagster's
+range tags), and first, in the same invocation, one
 single-partition materialization as the baseline a per-minute backfill would pay 1440 times.
 Prints wall times, the number of runs and the snapshots stored. Goal: the day in <= 3 minutes.
 """
@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from scripts.run_stack import ROOT, Stack, wait_until_up
+from scripts.run_stack import ROOT, Stack, range_run_command, wait_until_up
 from warehouse.store import Warehouse
 
 COMMAND = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "crypto_pipeline.definitions",
@@ -56,7 +56,7 @@ def main() -> None:
             single = timed([*COMMAND, "--partition", key(now)], env)  # also stores the ranking candidates
             last = now - timedelta(hours=2)
             first = last - timedelta(minutes=args.minutes - 1)
-            day = timed([*COMMAND, "--partition-range", f"{key(first)}...{key(last)}"], env)
+            day = timed(range_run_command(key(first), key(last)), env)
         finally:
             emulator.stop()
         with dg.DagsterInstance.from_config(data) as instance:

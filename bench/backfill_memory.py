@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.backfill_memory [--minutes 60 360 1440] [--chunk-minutes 120]
         [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test]
 
-Each range is one `dagster asset materialize --partition-range` run (the CLI executes it in
-its own process) against the emulator; its peak RSS is read from the kernel when it exits
+Each range is one run from a shell (`range_run_command`, executed in its own process) against
+the emulator; its peak RSS is read from the kernel when it exits
 (`wait4`). The warehouse and Dagster's instance are fresh: SQLite with the local instance
 configuration (`make run`), or with `--postgres` a scratch database next to the given one
 holding both, with the production instance (deploy/dagster.yaml). A 30-day range needs
@@ -29,7 +29,15 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from scripts.run_stack import LOCAL_INSTANCE, PRODUCTION_INSTANCE, ROOT, Stack, postgres_instance_env, wait_until_up
+from scripts.run_stack import (
+    LOCAL_INSTANCE,
+    PRODUCTION_INSTANCE,
+    ROOT,
+    Stack,
+    postgres_instance_env,
+    range_run_command,
+    wait_until_up,
+)
 from warehouse.store import Warehouse
 
 COMMAND = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "crypto_pipeline.definitions",
@@ -111,7 +119,7 @@ def main() -> None:
             last = now - timedelta(hours=2)
             for minutes in args.minutes:  # each range ends where the previous one began: fresh minutes
                 first = last - timedelta(minutes=minutes - 1)
-                rss, wall = peak_rss([*COMMAND, "--partition-range", f"{key(first)}...{key(last)}"], env)
+                rss, wall = peak_rss(range_run_command(key(first), key(last)), env)
                 print(f"range of {minutes:6,} minutes        peak RSS {rss:6.0f} MB   {wall:6.1f} s wall", flush=True)
                 last = first - timedelta(minutes=1)
         finally:

@@ -23,6 +23,12 @@ minute_partitions = dg.TimeWindowPartitionsDefinition(
     end_offset=1,
 )
 
+# A backfill over a range (the UI's Materialize, a daemon backfill) runs as runs of at most a
+# day of minutes (BackfillPolicy.multi_run): at run creation Dagster writes a planned event per
+# partition and asset and a row per partition and asset check, so a run's memory grows with its
+# partitions (a 30-day run peaked at 1 GB before its first step; on SQLite it cannot be created).
+RANGE_RUN_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=1440)
+
 # Dagster's recommended limit per asset (~69 days of minutes): beyond it the UI's partition
 # views slow down (listing 131k keys took 10 s here, 527k 39 s).
 RECOMMENDED_MAX_PARTITIONS = 100_000

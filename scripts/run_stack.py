@@ -14,6 +14,7 @@ in the project root then works on the same instance, warehouse and upstreams as 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -60,6 +61,15 @@ def postgres_instance_env(database_url: str) -> dict[str, str]:
         "DAGSTER_POSTGRES_PASSWORD": url.password or "",
         "DAGSTER_POSTGRES_DB": url.database or "",
     }
+
+
+def range_run_command(first: str, last: str) -> list[str]:
+    """One run over the minute partitions first...last from a shell (README): the backfill job
+    with Dagster's range tags. `--partition-range` would need BackfillPolicy.single_run, and the
+    assets backfill a range as runs of a day (crypto_pipeline/partitions.py)."""
+    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    return [sys.executable, "-m", "dagster", "job", "execute", "-m", "crypto_pipeline.definitions",
+            "-j", "backfill_snapshots", "--tags", json.dumps(tags)]  # fmt: skip
 
 
 def upstreams_line(settings: Settings) -> str:

@@ -12,7 +12,7 @@ import dagster as dg
 
 from crypto_pipeline.assets.upstream import PRICES, RANKINGS
 from crypto_pipeline.history import chunk_bounds
-from crypto_pipeline.partitions import MINUTE_FORMAT, minute_partitions
+from crypto_pipeline.partitions import MINUTE_FORMAT, RANGE_RUN_POLICY, minute_partitions
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
 from warehouse.quality import BLOCKING_CHECKS
@@ -44,7 +44,7 @@ def verdicts(merge: Merge, config: ToplistConfig) -> dict[str, list[str]]:
 @dg.asset(
     deps=[PRICES, RANKINGS],
     partitions_def=minute_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=RANGE_RUN_POLICY,
     group_name="served",
     kinds={"sql"},
     check_specs=[

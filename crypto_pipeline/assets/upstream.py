@@ -27,7 +27,7 @@ from crypto_pipeline.history import (
     rolling_24h_volume,
     uses_minute_bars,
 )
-from crypto_pipeline.partitions import MINUTE_FORMAT, minute_partitions
+from crypto_pipeline.partitions import MINUTE_FORMAT, RANGE_RUN_POLICY, minute_partitions
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.errors import PERMANENT_ERRORS, UpstreamBadRequest, UpstreamError, worth_a_quick_retry
@@ -358,7 +358,7 @@ def record(store, key: dg.AssetKey, window: Window, batch: Batch, keep: list[dat
         ),
     ],
     partitions_def=minute_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=RANGE_RUN_POLICY,
     retry_policy=UPSTREAM_RETRY,
     can_subset=True,
 )
