@@ -7,7 +7,7 @@ costs the same with one day or one year of partitions.
 import dagster as dg
 
 from crypto_pipeline.assets.top_assets import top_assets
-from crypto_pipeline.assets.upstream import NICENESS_TAG, fetch_prices_and_rankings
+from crypto_pipeline.assets.upstream import BACKFILL_NICENESS, NICENESS_TAG, fetch_prices_and_rankings
 from crypto_pipeline.partitions import MINUTE_FORMAT
 
 SNAPSHOT_ASSETS = dg.AssetSelection.assets(fetch_prices_and_rankings, top_assets)
@@ -29,7 +29,7 @@ backfill_snapshots_job = dg.define_asset_job(
     "backfill_snapshots",
     selection=SNAPSHOT_ASSETS,
     description="Past minutes requested through the API, a range of nearby minutes per run.",
-    tags={NICENESS_TAG: "10"},  # yields the CPU to the live minute's run
+    tags={NICENESS_TAG: BACKFILL_NICENESS},  # yields the CPU to the live minute's run
 )
 
 

@@ -132,3 +132,15 @@ def test_a_run_tagged_with_a_niceness_lowers_its_cpu_priority_once():
     assert result.returncode == 0, result.stderr
     before, after = (int(n) for n in result.stdout.split())
     assert after == max(before, 10)  # niceness 10, never raised back, applied once
+
+
+def test_the_runs_of_a_ui_backfill_yield_the_cpu_unless_tagged_otherwise():
+    code = (
+        "import os; from crypto_pipeline.assets.upstream import NICENESS_TAG, yield_cpu;"
+        "before = os.nice(0); yield_cpu({'dagster/backfill': 'abc'}); middle = os.nice(0);"
+        "yield_cpu({'dagster/backfill': 'abc', NICENESS_TAG: '15'}); print(before, middle, os.nice(0))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    before, middle, after = (int(n) for n in result.stdout.split())
+    assert (middle, after) == (max(before, 10), max(before, 15))

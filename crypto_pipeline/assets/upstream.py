@@ -43,6 +43,8 @@ RANKINGS = dg.AssetKey("rankings")
 # requests do (crypto_pipeline/schedules.py), so on a busy machine the live minute's run, which
 # has a deadline, gets the CPU first.
 NICENESS_TAG = "crypto_toplist/niceness"
+BACKFILL_NICENESS = "10"
+BACKFILL_TAG = "dagster/backfill"  # Dagster's tag on every run of a backfill
 
 
 class FetchConfig(dg.Config):
@@ -115,8 +117,10 @@ class CryptoCompareSeries:
 
 def yield_cpu(tags: dict[str, str]) -> None:
     """Lower this run worker's CPU priority to the run's niceness tag, once (threads started
-    afterwards, like the fetch pool, inherit it)."""
-    wanted, current = int(tags.get(NICENESS_TAG, 0)), os.nice(0)
+    afterwards, like the fetch pool, inherit it). The runs of a UI backfill (two at a time)
+    yield like the API's requests unless tagged otherwise."""
+    default = BACKFILL_NICENESS if BACKFILL_TAG in tags else "0"
+    wanted, current = int(tags.get(NICENESS_TAG, default)), os.nice(0)
     if wanted > current:
         os.nice(wanted - current)
 
