@@ -11,6 +11,7 @@ COPY crypto_pipeline ./crypto_pipeline
 COPY warehouse ./warehouse
 COPY api ./api
 COPY emulator ./emulator
+COPY scripts ./scripts
 RUN uv sync --frozen --no-dev --no-editable
 
 FROM python:3.11-slim AS runtime

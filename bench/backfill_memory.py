@@ -1,16 +1,18 @@
-"""Peak memory of range backfills of growing length: flat, because a range works in chunks.
+"""Peak memory of one range run of growing length: flat in its step, which works in chunks.
 
     .venv/bin/python -m bench.backfill_memory [--minutes 60 360 1440] [--chunk-minutes 120]
         [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test]
 
-Each range is one run from a shell (`range_run_command`, executed in its own process) against
-the emulator; its peak RSS is read from the kernel when it exits
-(`wait4`). The warehouse and Dagster's instance are fresh: SQLite with the local instance
+Each range is ONE run (`range_run_command`, executed in its own process), whatever its length,
+against the emulator; its peak RSS is read from the kernel when it exits (`wait4`). A backfill
+runs a range as runs of at most a day (bench.range_backfill measures that); this shows what one
+run costs as it grows: at run creation Dagster plans each partition, so one run of 30 days is
+not bounded (README). The warehouse and Dagster's instance are fresh: SQLite with the local instance
 configuration (`make run`), or with `--postgres` a scratch database next to the given one
 holding both, with the production instance (deploy/dagster.yaml). A 30-day range needs
 Postgres: on SQLite Dagster cannot create a run of more than ~31,000 partitions (README). The
 baseline, in the same invocation, is one single-minute run. `--chunk-minutes` above the longest
-range shows what a range cost before chunking. Goal: a 30-day range (43,200 minutes) under 500 MB.
+range shows what a range cost before chunking.
 """
 
 from __future__ import annotations

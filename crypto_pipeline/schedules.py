@@ -28,7 +28,7 @@ minute_snapshot_job = dg.define_asset_job(
 backfill_snapshots_job = dg.define_asset_job(
     "backfill_snapshots",
     selection=SNAPSHOT_ASSETS,
-    description="Past minutes requested through the API, a range of nearby minutes per run.",
+    description="Past minutes: the API's requests and scripts.backfill_range, a range of minutes per run.",
     tags={NICENESS_TAG: BACKFILL_NICENESS},  # yields the CPU to the live minute's run
 )
 

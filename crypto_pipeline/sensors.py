@@ -12,8 +12,8 @@ Every tick (30 s):
    Launched but the run's record is gone (deleted, pruned) → `requested` again. Only Dagster's
    records and the warehouse are read, never memory, so a daemon restart changes nothing;
    only changes are written.
-2. Submit due minutes: nearby requested minutes share one range run (range tags and the assets'
-   single-run backfill policy), at most `max_minutes_per_run` long, `max_runs_per_tick` per
+2. Submit due minutes: nearby requested minutes share one run (Dagster's range tags: one run
+   whatever the assets' backfill policy), at most `max_minutes_per_run` long, `max_runs_per_tick` per
    tick, each under a fresh `run_key`.
 
 Success needs no sensor: the merge that stores a minute settles its request in the same

@@ -9,8 +9,9 @@ import textwrap
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import pytest
 
-from scripts.run_stack import range_run_command
+from scripts.backfill_range import day_ranges
 from tests.conftest import ROOT
 from warehouse.store import Warehouse
 
@@ -47,20 +48,47 @@ def test_cli_materializes_a_minute_and_a_range_in_one_run(emulator, tmp_path, pr
     first = now - timedelta(hours=2)
     last = first + timedelta(minutes=4)
     # Dagster's CLI takes --partition-range only under BackfillPolicy.single_run; the assets run
-    # ranges a day per run (multi_run), so one run over a range is the job with range tags.
+    # ranges a day per run (multi_run), so the README's shell command is the project's script.
     assert "single_run" in subprocess.run(
         [*command, "--partition-range", f"{minute_key(first)}...{minute_key(last)}"],
         env=env, cwd=project_dir, capture_output=True, text=True, timeout=300,
     ).stderr  # fmt: skip
-    subprocess.run(
-        range_run_command(minute_key(first), minute_key(last)), env=env, cwd=project_dir, check=True, timeout=300
-    )
+    subprocess.run([sys.executable, "-m", "scripts.backfill_range", f"{minute_key(first)}...{minute_key(last)}"],
+                   env=env, cwd=project_dir, check=True, timeout=300)  # fmt: skip
     for offset in range(5):
         snapshot = store.snapshot_at_or_before(first + timedelta(minutes=offset), timedelta(minutes=1))
         assert snapshot is not None and snapshot.minute == first + timedelta(minutes=offset)
         assert snapshot.row_count == 200
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_runs_count() == 2  # one for the minute, one for the whole range
+
+
+def test_a_shell_range_is_checked_and_cut_into_runs_of_a_day():
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    first = now - timedelta(days=2)
+    assert day_ranges(f"{minute_key(first)}...{minute_key(first + timedelta(minutes=1440))}") == [
+        (minute_key(first), minute_key(first + timedelta(minutes=1439))),
+        (minute_key(first + timedelta(minutes=1440)), minute_key(first + timedelta(minutes=1440))),
+    ]
+    assert day_ranges(f"{minute_key(now)}...{minute_key(now)}") == [(minute_key(now), minute_key(now))]
+    refused = {
+        f"{minute_key(first)}": "expected START...END",
+        f"1999-01-01-00:00...{minute_key(first)}": "HISTORY_START",
+        f"{minute_key(first)}...{minute_key(now + timedelta(minutes=5))}": "the minute in progress",
+        f"{minute_key(first)}...2026-13-01": "is not a minute partition",
+        f"{minute_key(first)}...{minute_key(first - timedelta(minutes=1))}": "ends before it starts",
+    }
+    for text, reason in refused.items():
+        with pytest.raises(ValueError, match=reason):
+            day_ranges(text)
+
+
+def test_a_refused_shell_range_starts_no_run(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "scripts.backfill_range", "1999-01-01-00:00...1999-01-01-00:05"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2 and "HISTORY_START" in result.stderr
+    assert not (tmp_path / "runs.db").exists()
 
 
 HOT_PATH_PROBE = textwrap.dedent(

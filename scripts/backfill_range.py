@@ -1,0 +1,63 @@
+"""Backfill a range of minutes from a shell: `python -m scripts.backfill_range START...END`.
+
+Keys as in the UI (`2026-11-26-10:00...2026-11-26-11:59`, both included). The range must lie
+in the partition window (from HISTORY_START to the minute in progress); it runs as runs of at
+most a day, one after the other, as a UI backfill would (BackfillPolicy.multi_run), each the
+`backfill_snapshots` job with Dagster's range tags in its own process, so memory stays one
+day's. Dagster's own `--partition-range` needs BackfillPolicy.single_run. On a failure it stops
+and prints the range still to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from datetime import timedelta
+
+from crypto_pipeline.partitions import MINUTE_FORMAT, RANGE_RUN_POLICY, minute_partitions
+from scripts.run_stack import ROOT, range_run_command
+
+
+def day_ranges(text: str) -> list[tuple[str, str]]:
+    """`START...END` as consecutive (first, last) keys of at most a day's runs; ValueError says
+    what is wrong with it."""
+    first, separator, last = text.partition("...")
+    if not separator:
+        raise ValueError(f"{text!r}: expected START...END, e.g. 2026-11-26-10:00...2026-11-26-11:59")
+    for key in (first, last):
+        if not minute_partitions.has_partition_key(key):
+            raise ValueError(
+                f"{key!r} is not a minute partition: keys look like 2026-11-26-10:00 (UTC) and lie between "
+                f"HISTORY_START ({minute_partitions.start:%Y-%m-%d-%H:%M}) and the minute in progress"
+            )
+    start = minute_partitions.start_time_for_partition_key(first)
+    end = minute_partitions.start_time_for_partition_key(last) + timedelta(minutes=1)
+    if end <= start:
+        raise ValueError(f"{text!r}: the range ends before it starts")
+    step = timedelta(minutes=RANGE_RUN_POLICY.max_partitions_per_run)
+    starts = [start + step * i for i in range(-(-(end - start) // step))]
+    return [
+        (s.strftime(MINUTE_FORMAT), (min(s + step, end) - timedelta(minutes=1)).strftime(MINUTE_FORMAT)) for s in starts
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("range", help="START...END, minute partition keys, both included")
+    args = parser.parse_args(argv)
+    try:
+        runs = day_ranges(args.range)
+    except ValueError as error:
+        parser.error(str(error))
+    for number, (first, last) in enumerate(runs, start=1):
+        print(f"run {number} of {len(runs)}: {first}...{last}", flush=True)
+        if subprocess.run(range_run_command(first, last), cwd=ROOT).returncode != 0:
+            print(f"run {number} failed; to go on: python -m scripts.backfill_range {first}...{runs[-1][1]}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
