@@ -15,7 +15,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, and_, case, create_engine, delete, event, func, insert, or_, select, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    case,
+    create_engine,
+    delete,
+    event,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    true,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -565,10 +580,15 @@ class Warehouse:
         with self._reader.connect() as conn:
             return work(conn)
 
-    def ranked_near(self, minute: datetime, limit: int) -> list[dict]:
-        """The stored ranking nearest to `minute`, best rank first (candidates for a past minute)."""
-        before = select(func.max(rankings.c.minute)).where(rankings.c.minute <= minute).scalar_subquery()
-        after = select(func.min(rankings.c.minute)).where(rankings.c.minute > minute).scalar_subquery()
+    def ranked_near(self, minute: datetime, limit: int, fetched_before: datetime | None = None) -> list[dict]:
+        """The stored ranking nearest to `minute`, best rank first (candidates for a past minute);
+        with `fetched_before`, among the rankings fetched before then only."""
+        known = true()
+        if fetched_before is not None:
+            fetched = (fetches.c.minute == rankings.c.minute, fetches.c.dataset == "rankings")
+            known = exists().where(*fetched, fetches.c.fetched_at < fetched_before)
+        before = select(func.max(rankings.c.minute)).where(rankings.c.minute <= minute, known).scalar_subquery()
+        after = select(func.min(rankings.c.minute)).where(rankings.c.minute > minute, known).scalar_subquery()
         with self.engine.connect() as conn:
             earlier, later = conn.execute(select(before, after)).one()
             if earlier is None and later is None:

@@ -125,13 +125,16 @@ def yield_cpu(tags: dict[str, str]) -> None:
         os.nice(wanted - current)
 
 
-def candidates(store, window: Window, cryptocompare: CryptoCompareResource, depth: int) -> list[dict]:
-    """Assets to rank in the past: those ranked in the nearest stored ranking, else today's list.
+def candidates(store, window: Window, cryptocompare: CryptoCompareResource, depth: int, began: datetime) -> list[dict]:
+    """Assets to rank in the past: those ranked in the nearest ranking stored before `began`
+    (when the run family, or the backfill it belongs to, began), else today's list. Rankings
+    stored since do not count: a backfill's day runs, two at a time, and a retry choose as its
+    first run did, not from what the runs beside them happen to have stored.
 
     Survivorship caveat (README): an asset that was top-ranked then but never stored near
     the window cannot appear.
     """
-    nearest = store.ranked_near(window.start, depth)
+    nearest = store.ranked_near(window.start, depth, fetched_before=began)
     if nearest:
         return nearest
     return [r.model_dump() for r in cryptocompare.top_by_volume(depth).records]
@@ -389,7 +392,8 @@ def fetch_prices_and_rankings(
     # One candidate list for the whole range: chosen per chunk, it would be the previous chunk's
     # stored ranking, losing for the rest of the range every asset one chunk could not rank.
     try:
-        ranked = [] if whole.live else candidates(store, whole, cryptocompare, toplist.ranking_depth)
+        began = backfill_began(context) or since
+        ranked = [] if whole.live else candidates(store, whole, cryptocompare, toplist.ranking_depth, began)
     except UpstreamError as error:  # the asset list comes from CryptoCompare too: classified like a fetch
         raise step_failure([(RANKINGS, error)]) from error
     # What was captured live is never replaced by a reconstruction unless the run config says so
@@ -441,6 +445,13 @@ def step_failure(failures: list[tuple[dg.AssetKey, BaseException]]) -> dg.Failur
         allow_retries=all(worth_a_quick_retry(error) for error in errors),
         metadata={"permanent": any(isinstance(error, PERMANENT_ERRORS) for error in errors)},
     )
+
+
+def backfill_began(context: dg.AssetExecutionContext) -> datetime | None:
+    """When the backfill this run belongs to was launched (a UI backfill's runs carry its id)."""
+    backfill_id = context.run.tags.get(BACKFILL_TAG)
+    backfill = context.instance.get_backfill(backfill_id) if backfill_id else None
+    return datetime.fromtimestamp(backfill.backfill_timestamp, UTC) if backfill else None
 
 
 def run_family_started(context: dg.AssetExecutionContext) -> datetime:

@@ -7,15 +7,18 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
+from dagster._core.execution.backfill import PartitionBackfill
 from sqlalchemy import select
 
 from crypto_pipeline.assets import upstream
+from crypto_pipeline.assets.upstream import NICENESS_TAG
 from crypto_pipeline.history import CC_MINUTE_HISTORY
 from crypto_pipeline.partitions import MINUTE_FORMAT
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.errors import UpstreamBadRequest, UpstreamTransientError
 from crypto_pipeline.resources.toplist import ToplistConfig
+from tests.api.conftest import market_rows, store_upstream
 from tests.assets.test_pipeline import ASSETS, resources
 from warehouse.schema import fetches, prices, rankings
 from warehouse.store import Warehouse
@@ -283,3 +286,38 @@ def test_a_refused_hourly_series_is_asked_again_by_the_next_chunk(emulator, data
     with store.engine.connect() as conn:
         ranked = set(conn.execute(select(rankings.c.minute).where(rankings.c.symbol == symbol)).scalars())
     assert ranked == {first + timedelta(minutes=m) for m in range(CHUNK, 3 * CHUNK)}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_the_runs_of_a_backfill_choose_candidates_stored_before_it_began(emulator, database_url, dagster_instance):
+    """A backfill's day runs work side by side: each chooses its candidates from the rankings
+    stored before the backfill was launched, not from what a run beside it stored meanwhile."""
+    first = past_range()
+    store = Warehouse(database_url)
+    launched = datetime.now(UTC) - timedelta(minutes=30)
+    earlier, _ = market_rows(first - timedelta(minutes=10), 30)
+    store_upstream(store, first - timedelta(minutes=10), earlier, None, fetched=launched - timedelta(hours=1))
+    meanwhile = [
+        {**row, "rank": rank} for rank, row in enumerate(market_rows(first - timedelta(minutes=1), 60)[0][40:43], 1)
+    ]
+    store_upstream(store, first - timedelta(minutes=1), meanwhile, None)  # nearer, stored after the launch
+    keys = [(first + timedelta(minutes=m)).strftime(MINUTE_FORMAT) for m in range(CHUNK)]
+    chosen = range_resources(emulator.url, database_url)
+    graph = dg.Definitions(assets=ASSETS, resources=chosen).resolve_asset_graph()
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id="daysbesideeachother", asset_graph=graph,
+        partition_names=keys, asset_selection=[dg.AssetKey(n) for n in ("prices", "rankings", "top_assets")],
+        backfill_timestamp=launched.timestamp(), tags={}, dynamic_partitions_store=dagster_instance,
+        all_partitions=False, title=None, description=None, run_config=None,
+    )  # fmt: skip
+    dagster_instance.add_backfill(backfill)
+
+    result = dg.materialize(
+        ASSETS, resources=chosen, instance=dagster_instance,
+        tags={**range_tags(first, CHUNK), "dagster/backfill": backfill.backfill_id, NICENESS_TAG: "0"},
+    )  # fmt: skip
+
+    assert result.success
+    with store.engine.connect() as conn:
+        ranked = set(conn.execute(select(rankings.c.cc_id).where(rankings.c.minute == first)).scalars())
+    assert ranked == {row["cc_id"] for row in earlier}
