@@ -1,11 +1,13 @@
 """Backfill a range of minutes from a shell: `python -m scripts.backfill_range START...END`.
 
 Keys as in the UI (`2026-11-26-10:00...2026-11-26-11:59`, both included). The range must lie
-in the partition window (from HISTORY_START to the minute in progress); it runs as runs of at
+in the partition window, from HISTORY_START to the minute before the one in progress; it runs as runs of at
 most a day, one after the other, as a UI backfill would (BackfillPolicy.multi_run), each the
-`backfill_snapshots` job with Dagster's range tags in its own process, so memory stays one
-day's. Dagster's own `--partition-range` needs BackfillPolicy.single_run. On a failure it stops
-and prints the range still to do.
+`backfill_snapshots` job with Dagster's range tags in its own process (in the caller's working
+directory, whose `.env` Dagster's CLI reads), so memory stays one day's; all of them choose
+their candidates from the rankings stored before the script started. Dagster's own
+`--partition-range` needs BackfillPolicy.single_run. On a failure it stops and prints the range
+still to do.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+from crypto_pipeline.assets.upstream import CANDIDATES_BEFORE_TAG
 from crypto_pipeline.partitions import MINUTE_FORMAT, RANGE_RUN_POLICY, minute_partitions
-from scripts.run_stack import ROOT, range_run_command
+from scripts.run_stack import range_run_command
 
 
 def day_ranges(text: str) -> list[tuple[str, str]]:
@@ -35,6 +38,8 @@ def day_ranges(text: str) -> list[tuple[str, str]]:
     end = minute_partitions.start_time_for_partition_key(last) + timedelta(minutes=1)
     if end <= start:
         raise ValueError(f"{text!r}: the range ends before it starts")
+    if end > datetime.now(UTC).replace(second=0, microsecond=0):
+        raise ValueError(f"{last!r} is the minute in progress: the schedule fetches it live; end the range before it")
     step = timedelta(minutes=RANGE_RUN_POLICY.max_partitions_per_run)
     starts = [start + step * i for i in range(-(-(end - start) // step))]
     return [
@@ -50,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = day_ranges(args.range)
     except ValueError as error:
         parser.error(str(error))
+    began = {CANDIDATES_BEFORE_TAG: datetime.now(UTC).isoformat()}  # every day run chooses candidates alike
     for number, (first, last) in enumerate(runs, start=1):
         print(f"run {number} of {len(runs)}: {first}...{last}", flush=True)
-        if subprocess.run(range_run_command(first, last), cwd=ROOT).returncode != 0:
+        if subprocess.run(range_run_command(first, last, began)).returncode != 0:
             print(f"run {number} failed; to go on: python -m scripts.backfill_range {first}...{runs[-1][1]}",
                   file=sys.stderr)  # fmt: skip
             return 1

@@ -63,11 +63,11 @@ def postgres_instance_env(database_url: str) -> dict[str, str]:
     }
 
 
-def range_run_command(first: str, last: str) -> list[str]:
-    """One run over the minute partitions first...last from a shell (README): the backfill job
-    with Dagster's range tags. `--partition-range` would need BackfillPolicy.single_run, and the
-    assets backfill a range as runs of a day (crypto_pipeline/partitions.py)."""
-    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+def range_run_command(first: str, last: str, tags: Mapping[str, str] | None = None) -> list[str]:
+    """One run over the minute partitions first...last from a shell: the backfill job with
+    Dagster's range tags (and `tags`). `--partition-range` would need BackfillPolicy.single_run,
+    and the assets backfill a range as runs of a day (crypto_pipeline/partitions.py)."""
+    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last, **(tags or {})}
     return [sys.executable, "-m", "dagster", "job", "execute", "-m", "crypto_pipeline.definitions",
             "-j", "backfill_snapshots", "--tags", json.dumps(tags)]  # fmt: skip
 

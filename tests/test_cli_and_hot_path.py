@@ -70,13 +70,17 @@ def test_a_shell_range_is_checked_and_cut_into_runs_of_a_day():
         (minute_key(first), minute_key(first + timedelta(minutes=1439))),
         (minute_key(first + timedelta(minutes=1440)), minute_key(first + timedelta(minutes=1440))),
     ]
-    assert day_ranges(f"{minute_key(now)}...{minute_key(now)}") == [(minute_key(now), minute_key(now))]
+    day = f"{minute_key(first)}...{minute_key(first + timedelta(minutes=1439))}"
+    assert day_ranges(day) == [(minute_key(first), minute_key(first + timedelta(minutes=1439)))]
+    earlier = now - timedelta(minutes=1)
+    assert day_ranges(f"{minute_key(earlier)}...{minute_key(earlier)}") == [(minute_key(earlier), minute_key(earlier))]
     refused = {
         f"{minute_key(first)}": "expected START...END",
         f"1999-01-01-00:00...{minute_key(first)}": "HISTORY_START",
         f"{minute_key(first)}...{minute_key(now + timedelta(minutes=5))}": "the minute in progress",
         f"{minute_key(first)}...2026-13-01": "is not a minute partition",
         f"{minute_key(first)}...{minute_key(first - timedelta(minutes=1))}": "ends before it starts",
+        f"{minute_key(first)}...{minute_key(now)}": "the minute in progress",
     }
     for text, reason in refused.items():
         with pytest.raises(ValueError, match=reason):
@@ -88,7 +92,7 @@ def test_a_refused_shell_range_starts_no_run(tmp_path):
     result = subprocess.run([sys.executable, "-m", "scripts.backfill_range", "1999-01-01-00:00...1999-01-01-00:05"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 2 and "HISTORY_START" in result.stderr
-    assert not (tmp_path / "runs.db").exists()
+    assert list(tmp_path.iterdir()) == []  # no instance storage: no run was created
 
 
 HOT_PATH_PROBE = textwrap.dedent(

@@ -162,7 +162,7 @@ def test_a_re_execution_whose_root_run_was_pruned_still_finds_its_family(databas
     of it stays for FAILED_RUN_RETENTION_DAYS; re-executing that one again must still run."""
     from types import SimpleNamespace
 
-    from crypto_pipeline.assets.upstream import run_family_started
+    from crypto_pipeline.assets.upstream import run_family
     from crypto_pipeline.maintenance import prune_runs
 
     @dg.asset
@@ -177,7 +177,7 @@ def test_a_re_execution_whose_root_run_was_pruned_still_finds_its_family(databas
     instance.add_run(child)
     assert prune_runs(instance, datetime.now(UTC) + timedelta(days=1), timedelta(0), timedelta(days=30)) == [root]
 
-    since = run_family_started(SimpleNamespace(run=child, instance=instance))
+    since, _ = run_family(SimpleNamespace(run=child, instance=instance))
 
     assert since == instance.get_run_record_by_id(parent.run_id).create_timestamp.replace(tzinfo=UTC)
 

@@ -23,13 +23,11 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
-    exists,
     func,
     insert,
     or_,
     select,
     text,
-    true,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -582,13 +580,13 @@ class Warehouse:
 
     def ranked_near(self, minute: datetime, limit: int, fetched_before: datetime | None = None) -> list[dict]:
         """The stored ranking nearest to `minute`, best rank first (candidates for a past minute);
-        with `fetched_before`, among the rankings fetched before then only."""
-        known = true()
+        with `fetched_before`, among the rankings fetched before then only. Searched in `fetches`
+        (one row a minute, its primary key led by the minute), not in the rankings themselves."""
+        stored = and_(fetches.c.dataset == "rankings", fetches.c.records > 0)
         if fetched_before is not None:
-            fetched = (fetches.c.minute == rankings.c.minute, fetches.c.dataset == "rankings")
-            known = exists().where(*fetched, fetches.c.fetched_at < fetched_before)
-        before = select(func.max(rankings.c.minute)).where(rankings.c.minute <= minute, known).scalar_subquery()
-        after = select(func.min(rankings.c.minute)).where(rankings.c.minute > minute, known).scalar_subquery()
+            stored = and_(stored, fetches.c.fetched_at < fetched_before)
+        before = select(func.max(fetches.c.minute)).where(stored, fetches.c.minute <= minute).scalar_subquery()
+        after = select(func.min(fetches.c.minute)).where(stored, fetches.c.minute > minute).scalar_subquery()
         with self.engine.connect() as conn:
             earlier, later = conn.execute(select(before, after)).one()
             if earlier is None and later is None:

@@ -45,6 +45,8 @@ RANKINGS = dg.AssetKey("rankings")
 NICENESS_TAG = "crypto_toplist/niceness"
 BACKFILL_NICENESS = "10"
 BACKFILL_TAG = "dagster/backfill"  # Dagster's tag on every run of a backfill
+# When a range run by scripts.backfill_range began: its day runs choose their candidates alike.
+CANDIDATES_BEFORE_TAG = "crypto_toplist/candidates_before"
 
 
 class FetchConfig(dg.Config):
@@ -386,13 +388,12 @@ def fetch_prices_and_rankings(
     )
     store = warehouse.store
     selected = [key for key in (PRICES, RANKINGS) if key in context.selected_asset_keys]
-    since = run_family_started(context)
+    since, began = run_family(context)
     stored = {key: Stored() for key in selected}
     failures: list[tuple[dg.AssetKey, BaseException]] = []
     # One candidate list for the whole range: chosen per chunk, it would be the previous chunk's
     # stored ranking, losing for the rest of the range every asset one chunk could not rank.
     try:
-        began = backfill_began(context) or since
         ranked = [] if whole.live else candidates(store, whole, cryptocompare, toplist.ranking_depth, began)
     except UpstreamError as error:  # the asset list comes from CryptoCompare too: classified like a fetch
         raise step_failure([(RANKINGS, error)]) from error
@@ -447,22 +448,24 @@ def step_failure(failures: list[tuple[dg.AssetKey, BaseException]]) -> dg.Failur
     )
 
 
-def backfill_began(context: dg.AssetExecutionContext) -> datetime | None:
-    """When the backfill this run belongs to was launched (a UI backfill's runs carry its id)."""
-    backfill_id = context.run.tags.get(BACKFILL_TAG)
-    backfill = context.instance.get_backfill(backfill_id) if backfill_id else None
-    return datetime.fromtimestamp(backfill.backfill_timestamp, UTC) if backfill else None
-
-
-def run_family_started(context: dg.AssetExecutionContext) -> datetime:
+def run_family(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
     """When the first run of this run's family (the run itself unless it is a re-execution) was
-    created; its oldest run still stored when prune_storage deleted the root (a kept failure
-    can outlive its successful or canceled root), which only means fetching more again."""
+    created, and when the range it belongs to began (what its candidates may be chosen from).
+
+    The first run is the oldest still stored when prune_storage deleted the root (a kept failure
+    can outlive its successful or canceled root), which only means fetching more again. The range
+    began when the backfill its first run belongs to was launched (Dagster copies the backfill's
+    tag to a re-execution only while the backfill is running), when scripts.backfill_range
+    started (CANDIDATES_BEFORE_TAG on each of its day runs), else with the family."""
     run = context.run
     family = [run.root_run_id, run.parent_run_id, run.run_id]
     record = next(r for run_id in family if run_id and (r := context.instance.get_run_record_by_id(run_id)))
-    created = record.create_timestamp
-    return created.replace(tzinfo=created.tzinfo or UTC)
+    created = record.create_timestamp.replace(tzinfo=record.create_timestamp.tzinfo or UTC)
+    tags = record.dagster_run.tags
+    if stamp := tags.get(CANDIDATES_BEFORE_TAG):
+        return created, datetime.fromisoformat(stamp)
+    backfill = context.instance.get_backfill(tags[BACKFILL_TAG]) if BACKFILL_TAG in tags else None
+    return created, datetime.fromtimestamp(backfill.backfill_timestamp, UTC) if backfill else created
 
 
 def fetch_chunk(

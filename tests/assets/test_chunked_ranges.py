@@ -4,6 +4,7 @@ it, a retry of the step continues after them, and a re-run completes the range."
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import dagster as dg
 import pytest
@@ -11,7 +12,7 @@ from dagster._core.execution.backfill import PartitionBackfill
 from sqlalchemy import select
 
 from crypto_pipeline.assets import upstream
-from crypto_pipeline.assets.upstream import NICENESS_TAG
+from crypto_pipeline.assets.upstream import CANDIDATES_BEFORE_TAG, NICENESS_TAG
 from crypto_pipeline.history import CC_MINUTE_HISTORY
 from crypto_pipeline.partitions import MINUTE_FORMAT
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
@@ -288,6 +289,21 @@ def test_a_refused_hourly_series_is_asked_again_by_the_next_chunk(emulator, data
     assert ranked == {first + timedelta(minutes=m) for m in range(CHUNK, 3 * CHUNK)}
 
 
+def recorded_backfill(instance, chosen: dict, launched: datetime, first: datetime | None = None) -> PartitionBackfill:
+    """A backfill of the range's first chunk as the UI records it, launched at `launched`."""
+    first = first or past_range()
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=f"b{launched.timestamp():.0f}",
+        asset_graph=dg.Definitions(assets=ASSETS, resources=chosen).resolve_asset_graph(),
+        partition_names=[(first + timedelta(minutes=m)).strftime(MINUTE_FORMAT) for m in range(CHUNK)],
+        asset_selection=[dg.AssetKey(n) for n in ("prices", "rankings", "top_assets")],
+        backfill_timestamp=launched.timestamp(), tags={}, dynamic_partitions_store=instance,
+        all_partitions=False, title=None, description=None, run_config=None,
+    )  # fmt: skip
+    instance.add_backfill(backfill)
+    return backfill
+
+
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 def test_the_runs_of_a_backfill_choose_candidates_stored_before_it_began(emulator, database_url, dagster_instance):
     """A backfill's day runs work side by side: each chooses its candidates from the rankings
@@ -301,17 +317,10 @@ def test_the_runs_of_a_backfill_choose_candidates_stored_before_it_began(emulato
         {**row, "rank": rank} for rank, row in enumerate(market_rows(first - timedelta(minutes=1), 60)[0][40:43], 1)
     ]
     store_upstream(store, first - timedelta(minutes=1), meanwhile, None)  # nearer, stored after the launch
-    keys = [(first + timedelta(minutes=m)).strftime(MINUTE_FORMAT) for m in range(CHUNK)]
+    after = first + timedelta(minutes=CHUNK)
+    store_upstream(store, after, [{**row, "minute": after} for row in meanwhile], None)  # after the range, the same
     chosen = range_resources(emulator.url, database_url)
-    graph = dg.Definitions(assets=ASSETS, resources=chosen).resolve_asset_graph()
-    backfill = PartitionBackfill.from_asset_partitions(
-        backfill_id="daysbesideeachother", asset_graph=graph,
-        partition_names=keys, asset_selection=[dg.AssetKey(n) for n in ("prices", "rankings", "top_assets")],
-        backfill_timestamp=launched.timestamp(), tags={}, dynamic_partitions_store=dagster_instance,
-        all_partitions=False, title=None, description=None, run_config=None,
-    )  # fmt: skip
-    dagster_instance.add_backfill(backfill)
-
+    backfill = recorded_backfill(dagster_instance, chosen, launched, first)
     result = dg.materialize(
         ASSETS, resources=chosen, instance=dagster_instance,
         tags={**range_tags(first, CHUNK), "dagster/backfill": backfill.backfill_id, NICENESS_TAG: "0"},
@@ -321,3 +330,25 @@ def test_the_runs_of_a_backfill_choose_candidates_stored_before_it_began(emulato
     with store.engine.connect() as conn:
         ranked = set(conn.execute(select(rankings.c.cc_id).where(rankings.c.minute == first)).scalars())
     assert ranked == {row["cc_id"] for row in earlier}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_re_execution_chooses_from_when_its_first_run_or_backfill_began(database_url, dagster_instance):
+    """Dagster copies a backfill's tag to a re-execution only while the backfill runs: a day
+    re-executed later still chooses from the rankings stored before the backfill was launched,
+    and the runs of scripts.backfill_range from before the script started."""
+    launched = datetime.now(UTC) - timedelta(hours=1)  # after the minutes it targets, as any backfill
+    backfill = recorded_backfill(dagster_instance, range_resources("http://127.0.0.1:9", database_url), launched)
+    script_began = datetime.now(UTC) - timedelta(minutes=30)
+    for root_tags, expected in (({"dagster/backfill": backfill.backfill_id}, launched),
+                                ({CANDIDATES_BEFORE_TAG: script_began.isoformat()}, script_began)):  # fmt: skip
+        root = dg.DagsterRun(job_name="__ASSET_JOB", run_id=f"root-{expected:%H%M%S%f}", tags=root_tags)
+        dagster_instance.add_run(root)
+        child = dg.DagsterRun(job_name="__ASSET_JOB", run_id=f"child-{expected:%H%M%S%f}", root_run_id=root.run_id,
+                              parent_run_id=root.run_id)  # fmt: skip
+        dagster_instance.add_run(child)
+
+        created, began = upstream.run_family(SimpleNamespace(run=child, instance=dagster_instance))
+
+        assert began == expected
+        assert created == dagster_instance.get_run_record_by_id(root.run_id).create_timestamp.replace(tzinfo=UTC)
