@@ -119,7 +119,8 @@ def main() -> None:
                 status, checked = "REQUESTED", 0.0
                 while status in ("REQUESTED", "CANCELING", "FAILING"):  # the others are final
                     for pid, (kind, peak) in stack_processes(sessions).items():
-                        peaks[pid] = (kind, max(peak, peaks.get(pid, (kind, 0))[1]))
+                        known, highest = peaks.get(pid, (kind, 0))  # an exiting process has no cmdline
+                        peaks[pid] = (known or kind, max(peak, highest))
                     if time.monotonic() - checked > 15:
                         status = graphql(client, STATUS, id=backfill)["partitionBackfillOrError"]["status"]
                         checked = time.monotonic()
