@@ -20,12 +20,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import dotenv
 import httpx
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from common.settings import Settings, get_settings
@@ -61,6 +63,21 @@ def postgres_instance_env(database_url: str) -> dict[str, str]:
         "DAGSTER_POSTGRES_PASSWORD": url.password or "",
         "DAGSTER_POSTGRES_DB": url.database or "",
     }
+
+
+@contextmanager
+def new_database(server: str, name: str) -> Iterator[str]:
+    """A new, empty database on the Postgres server of `server` (a URL), dropped afterwards."""
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def range_run_command(first: str, last: str, tags: Mapping[str, str] | None = None) -> list[str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scripts.run_stack import PRODUCTION_INSTANCE, postgres_instance_env
+from scripts.run_stack import PRODUCTION_INSTANCE, new_database, postgres_instance_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -182,24 +182,6 @@ def postgres_server() -> Iterator[str]:
         pytest.skip("no PostgreSQL server binaries (pg_ctl) here: install PostgreSQL or set TEST_POSTGRES_URL")
     with throwaway_cluster(pg_ctl) as url:
         yield url
-
-
-@contextmanager
-def new_database(server: str, name: str) -> Iterator[str]:
-    """A new, empty database on `server`, dropped afterwards."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="session")

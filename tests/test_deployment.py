@@ -121,26 +121,22 @@ def test_live_minutes_come_first_in_both_instances(tmp_path, postgres_url, monke
     assert "dagster/priority" not in backfill and int(backfill[NICENESS_TAG]) > 0
 
 
-def test_a_run_tagged_with_a_niceness_lowers_its_cpu_priority_once():
-    """What a backfill request's run worker does before it works (in a child process here)."""
+@pytest.mark.parametrize(
+    ("calls", "niceness"),
+    [
+        # A backfill request's run: niceness 10, applied once, never raised back.
+        ("yield_cpu({NICENESS_TAG: '10'}); yield_cpu({NICENESS_TAG: '10'}); yield_cpu({})", 10),
+        ("yield_cpu({'dagster/backfill': 'abc'})", 10),  # a UI backfill's run yields like a request's
+        ("yield_cpu({'dagster/backfill': 'abc', NICENESS_TAG: '15'})", 15),  # unless tagged otherwise
+    ],
+)
+def test_a_run_lowers_its_cpu_priority_to_its_niceness_once(calls, niceness):
+    """What a run worker does before it works (in a child process here)."""
     code = (
         "import os; from crypto_pipeline.assets.upstream import NICENESS_TAG, yield_cpu;"
-        "before = os.nice(0); yield_cpu({NICENESS_TAG: '10'}); yield_cpu({NICENESS_TAG: '10'}); yield_cpu({});"
-        "print(before, os.nice(0))"
+        f"before = os.nice(0); {calls}; print(before, os.nice(0))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     before, after = (int(n) for n in result.stdout.split())
-    assert after == max(before, 10)  # niceness 10, never raised back, applied once
-
-
-def test_the_runs_of_a_ui_backfill_yield_the_cpu_unless_tagged_otherwise():
-    code = (
-        "import os; from crypto_pipeline.assets.upstream import NICENESS_TAG, yield_cpu;"
-        "before = os.nice(0); yield_cpu({'dagster/backfill': 'abc'}); middle = os.nice(0);"
-        "yield_cpu({'dagster/backfill': 'abc', NICENESS_TAG: '15'}); print(before, middle, os.nice(0))"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    before, middle, after = (int(n) for n in result.stdout.split())
-    assert (middle, after) == (max(before, 10), max(before, 15))
+    assert after == max(before, niceness)

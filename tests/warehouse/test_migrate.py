@@ -10,7 +10,8 @@ import sys
 import pytest
 from sqlalchemy import inspect, text
 
-from tests.conftest import ROOT, new_database
+from scripts.run_stack import new_database
+from tests.conftest import ROOT
 from warehouse.migrate import VERSION_TABLE, current_revision, ensure_schema, head_revision, schema_problem
 from warehouse.schema import metadata
 from warehouse.store import make_engine
