@@ -17,12 +17,13 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
+from common.settings import get_settings
 from crypto_pipeline.assets.upstream import CANDIDATES_BEFORE_TAG
 from crypto_pipeline.partitions import MINUTE_FORMAT, RANGE_RUN_POLICY, minute_partitions
 from scripts.run_stack import range_run_command
 
 
-def day_ranges(text: str) -> list[tuple[str, str]]:
+def day_ranges(text: str, now: datetime) -> list[tuple[str, str]]:
     """`START...END` as consecutive (first, last) keys of at most a day's runs; ValueError says
     what is wrong with it."""
     first, separator, last = text.partition("...")
@@ -38,8 +39,12 @@ def day_ranges(text: str) -> list[tuple[str, str]]:
     end = minute_partitions.start_time_for_partition_key(last) + timedelta(minutes=1)
     if end <= start:
         raise ValueError(f"{text!r}: the range ends before it starts")
-    if end > datetime.now(UTC).replace(second=0, microsecond=0):
-        raise ValueError(f"{last!r} is the minute in progress: the schedule fetches it live; end the range before it")
+    live = now.replace(second=0, microsecond=0) - timedelta(minutes=get_settings().live_window_minutes - 1)
+    if end > live:
+        raise ValueError(
+            f"{last!r} is within the live window (LIVE_WINDOW_MINUTES): the schedule fetches those minutes live; "
+            f"end the range before {live:%Y-%m-%d-%H:%M}"
+        )
     step = timedelta(minutes=RANGE_RUN_POLICY.max_partitions_per_run)
     starts = [start + step * i for i in range(-(-(end - start) // step))]
     return [
@@ -50,17 +55,22 @@ def day_ranges(text: str) -> list[tuple[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("range", help="START...END, minute partition keys, both included")
+    parser.add_argument("--candidates-before", type=datetime.fromisoformat, default=None,
+                        help="choose candidates from rankings stored before this (UTC) time; default: now. "
+                        "Given when going on after a failure, so the rest chooses as the start did")  # fmt: skip
     args = parser.parse_args(argv)
+    now = datetime.now(UTC)
     try:
-        runs = day_ranges(args.range)
+        runs = day_ranges(args.range, now)
     except ValueError as error:
         parser.error(str(error))
-    began = {CANDIDATES_BEFORE_TAG: datetime.now(UTC).isoformat()}  # every day run chooses candidates alike
+    began = args.candidates_before or now  # every day run chooses alike
+    began = (began if began.tzinfo else began.replace(tzinfo=UTC)).isoformat()
     for number, (first, last) in enumerate(runs, start=1):
         print(f"run {number} of {len(runs)}: {first}...{last}", flush=True)
-        if subprocess.run(range_run_command(first, last, began)).returncode != 0:
-            print(f"run {number} failed; to go on: python -m scripts.backfill_range {first}...{runs[-1][1]}",
-                  file=sys.stderr)  # fmt: skip
+        if subprocess.run(range_run_command(first, last, {CANDIDATES_BEFORE_TAG: began})).returncode != 0:
+            print(f"run {number} failed; to go on: python -m scripts.backfill_range {first}...{runs[-1][1]} "
+                  f"--candidates-before {began}", file=sys.stderr)  # fmt: skip
             return 1
     return 0
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
+from common.settings import get_settings
 from scripts.backfill_range import day_ranges
 from tests.conftest import ROOT
 from warehouse.store import Warehouse
@@ -66,25 +67,26 @@ def test_cli_materializes_a_minute_and_a_range_in_one_run(emulator, tmp_path, pr
 def test_a_shell_range_is_checked_and_cut_into_runs_of_a_day():
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     first = now - timedelta(days=2)
-    assert day_ranges(f"{minute_key(first)}...{minute_key(first + timedelta(minutes=1440))}") == [
+    assert day_ranges(f"{minute_key(first)}...{minute_key(first + timedelta(minutes=1440))}", now) == [
         (minute_key(first), minute_key(first + timedelta(minutes=1439))),
         (minute_key(first + timedelta(minutes=1440)), minute_key(first + timedelta(minutes=1440))),
     ]
     day = f"{minute_key(first)}...{minute_key(first + timedelta(minutes=1439))}"
-    assert day_ranges(day) == [(minute_key(first), minute_key(first + timedelta(minutes=1439)))]
-    earlier = now - timedelta(minutes=1)
-    assert day_ranges(f"{minute_key(earlier)}...{minute_key(earlier)}") == [(minute_key(earlier), minute_key(earlier))]
+    assert day_ranges(day, now) == [(minute_key(first), minute_key(first + timedelta(minutes=1439)))]
+    newest = now - timedelta(minutes=get_settings().live_window_minutes)  # the newest minute not fetched live
+    assert day_ranges(f"{minute_key(newest)}...{minute_key(newest)}", now) == [(minute_key(newest),) * 2]
     refused = {
         f"{minute_key(first)}": "expected START...END",
         f"1999-01-01-00:00...{minute_key(first)}": "HISTORY_START",
         f"{minute_key(first)}...{minute_key(now + timedelta(minutes=5))}": "the minute in progress",
         f"{minute_key(first)}...2026-13-01": "is not a minute partition",
         f"{minute_key(first)}...{minute_key(first - timedelta(minutes=1))}": "ends before it starts",
-        f"{minute_key(first)}...{minute_key(now)}": "the minute in progress",
+        f"{minute_key(first)}...{minute_key(now)}": "live window",
+        f"{minute_key(first)}...{minute_key(newest + timedelta(minutes=1))}": "live window",
     }
     for text, reason in refused.items():
         with pytest.raises(ValueError, match=reason):
-            day_ranges(text)
+            day_ranges(text, now)
 
 
 def test_a_refused_shell_range_starts_no_run(tmp_path):

@@ -45,6 +45,7 @@ RANKINGS = dg.AssetKey("rankings")
 NICENESS_TAG = "crypto_toplist/niceness"
 BACKFILL_NICENESS = "10"
 BACKFILL_TAG = "dagster/backfill"  # Dagster's tag on every run of a backfill
+ROOT_BACKFILL_TAG = "dagster/root_backfill_id"  # and of a re-executed backfill, the first one's id
 # When a range run by scripts.backfill_range began: its day runs choose their candidates alike.
 CANDIDATES_BEFORE_TAG = "crypto_toplist/candidates_before"
 
@@ -463,8 +464,15 @@ def run_family(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
     created = record.create_timestamp.replace(tzinfo=record.create_timestamp.tzinfo or UTC)
     tags = record.dagster_run.tags
     if stamp := tags.get(CANDIDATES_BEFORE_TAG):
-        return created, datetime.fromisoformat(stamp)
-    backfill = context.instance.get_backfill(tags[BACKFILL_TAG]) if BACKFILL_TAG in tags else None
+        try:
+            began = datetime.fromisoformat(stamp)
+        except ValueError as error:
+            message = f"tag {CANDIDATES_BEFORE_TAG}={stamp!r} is not an ISO time"
+            raise dg.Failure(message, allow_retries=False) from error
+        return created, began if began.tzinfo else began.replace(tzinfo=UTC)
+    # "Re-execute backfill" makes a new backfill; the first one's id stays in root_backfill_id.
+    backfill_id = tags.get(ROOT_BACKFILL_TAG) or tags.get(BACKFILL_TAG)
+    backfill = context.instance.get_backfill(backfill_id) if backfill_id else None
     return created, datetime.fromtimestamp(backfill.backfill_timestamp, UTC) if backfill else created
 
 

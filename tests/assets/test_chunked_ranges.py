@@ -66,12 +66,14 @@ def range_tags(first: datetime, minutes: int) -> dict[str, str]:
     return {RANGE_START: first.strftime(MINUTE_FORMAT), RANGE_END: last.strftime(MINUTE_FORMAT)}
 
 
-def materialize_range(emulator, database_url, instance, first: datetime, minutes: int, cmc=None, cryptocompare=None):
+def materialize_range(
+    emulator, database_url, instance, first: datetime, minutes: int, cmc=None, cryptocompare=None, tags=None
+):
     return dg.materialize(
         ASSETS,
         resources=range_resources(emulator.url, database_url, cmc, cryptocompare),
         instance=instance,
-        tags=range_tags(first, minutes),
+        tags={**range_tags(first, minutes), **(tags or {})},
         raise_on_error=False,
     )
 
@@ -340,11 +342,18 @@ def test_a_re_execution_chooses_from_when_its_first_run_or_backfill_began(databa
     launched = datetime.now(UTC) - timedelta(hours=1)  # after the minutes it targets, as any backfill
     backfill = recorded_backfill(dagster_instance, range_resources("http://127.0.0.1:9", database_url), launched)
     script_began = datetime.now(UTC) - timedelta(minutes=30)
-    for root_tags, expected in (({"dagster/backfill": backfill.backfill_id}, launched),
-                                ({CANDIDATES_BEFORE_TAG: script_began.isoformat()}, script_began)):  # fmt: skip
-        root = dg.DagsterRun(job_name="__ASSET_JOB", run_id=f"root-{expected:%H%M%S%f}", tags=root_tags)
+    cases = (
+        ({"dagster/backfill": backfill.backfill_id}, launched),
+        # "Re-execute backfill": a new backfill, the first one's id in root_backfill_id
+        ({"dagster/backfill": "therexecution", "dagster/root_backfill_id": backfill.backfill_id}, launched),
+        ({CANDIDATES_BEFORE_TAG: script_began.isoformat()}, script_began),
+    )
+    for root_tags, expected in cases:
+        root = dg.DagsterRun(
+            job_name="__ASSET_JOB", run_id=f"root-{len(root_tags)}-{expected:%H%M%S%f}", tags=root_tags
+        )
         dagster_instance.add_run(root)
-        child = dg.DagsterRun(job_name="__ASSET_JOB", run_id=f"child-{expected:%H%M%S%f}", root_run_id=root.run_id,
+        child = dg.DagsterRun(job_name="__ASSET_JOB", run_id=f"child-{root.run_id}", root_run_id=root.run_id,
                               parent_run_id=root.run_id)  # fmt: skip
         dagster_instance.add_run(child)
 
@@ -352,3 +361,14 @@ def test_a_re_execution_chooses_from_when_its_first_run_or_backfill_began(databa
 
         assert began == expected
         assert created == dagster_instance.get_run_record_by_id(root.run_id).create_timestamp.replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_malformed_candidates_tag_fails_the_run_naming_it(emulator, database_url, dagster_instance):
+    result = materialize_range(
+        emulator, database_url, dagster_instance, past_range(), CHUNK, tags={CANDIDATES_BEFORE_TAG: "yesterday"}
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert CANDIDATES_BEFORE_TAG in failure.step_failure_data.error.message
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
