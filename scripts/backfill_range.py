@@ -1,13 +1,13 @@
 """Backfill a range of minutes from a shell: `python -m scripts.backfill_range START...END`.
 
 Keys as in the UI (`2026-11-26-10:00...2026-11-26-11:59`, both included). The range must lie
-in the partition window, from HISTORY_START to the minute before the one in progress; it runs as runs of at
-most a day, one after the other, as a UI backfill would (BackfillPolicy.multi_run), each the
-`backfill_snapshots` job with Dagster's range tags in its own process (in the caller's working
-directory, whose `.env` Dagster's CLI reads), so memory stays one day's; all of them choose
-their candidates from the rankings stored before the script started. Dagster's own
-`--partition-range` needs BackfillPolicy.single_run. On a failure it stops and prints the range
-still to do.
+in the partition window, from HISTORY_START to before the live window (LIVE_WINDOW_MINUTES,
+which the schedule fetches). It runs as runs of at most a day, one after the other, as a UI
+backfill would (BackfillPolicy.multi_run), each the `backfill_snapshots` job with Dagster's
+range tags in its own process (in the caller's working directory, whose `.env` Dagster's CLI
+reads), so memory stays one day's; all of them choose their candidates from the rankings
+stored before the script started. Dagster's own `--partition-range` needs
+BackfillPolicy.single_run. On a failure it stops and prints the command that goes on.
 """
 
 from __future__ import annotations
@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = day_ranges(args.range, now)
     except ValueError as error:
         parser.error(str(error))
-    began = args.candidates_before or now  # every day run chooses alike
-    began = (began if began.tzinfo else began.replace(tzinfo=UTC)).isoformat()
+    began = (args.candidates_before or now).isoformat()  # every day run chooses alike (naive: UTC, as runs read it)
     for number, (first, last) in enumerate(runs, start=1):
         print(f"run {number} of {len(runs)}: {first}...{last}", flush=True)
         if subprocess.run(range_run_command(first, last, {CANDIDATES_BEFORE_TAG: began})).returncode != 0:
