@@ -29,9 +29,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from scripts.run_stack import PRODUCTION_INSTANCE, ROOT, postgres_instance_env
+from scripts.run_stack import PRODUCTION_INSTANCE, ROOT, new_database, postgres_instance_env
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 YEAR_MINUTES = 525_600
@@ -70,30 +69,21 @@ def main() -> None:
     parser.add_argument("--runs-per-day", type=int, default=1, help="real runs per simulated day")
     args = parser.parse_args()
 
-    name = "toplist_bench_storage"
-    admin = create_engine(args.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(args.url).set(database=name)
-    port = free_port()
-    emulator = subprocess.Popen([sys.executable, "-m", "emulator", "--port", str(port)], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    home = tempfile.mkdtemp()
-    shutil.copy(PRODUCTION_INSTANCE, Path(home) / "dagster.yaml")
-    database_url = url.render_as_string(hide_password=False)
-    os.environ.update(
-        DATABASE_URL=database_url, DAGSTER_HOME=home, EMULATOR_URL=f"http://127.0.0.1:{port}",
-        LOG_CONSOLE="false", LIVE_WINDOW_MINUTES=str(args.live + 1), **postgres_instance_env(database_url),
-    )  # fmt: skip
-    try:
-        run(args, database_url, home)
-    finally:
-        emulator.terminate()
-        emulator.wait(10)
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with new_database(args.url, "toplist_bench_storage") as database_url:
+        port = free_port()
+        emulator = subprocess.Popen([sys.executable, "-m", "emulator", "--port", str(port)], cwd=ROOT,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        home = tempfile.mkdtemp()
+        shutil.copy(PRODUCTION_INSTANCE, Path(home) / "dagster.yaml")
+        os.environ.update(
+            DATABASE_URL=database_url, DAGSTER_HOME=home, EMULATOR_URL=f"http://127.0.0.1:{port}",
+            LOG_CONSOLE="false", LIVE_WINDOW_MINUTES=str(args.live + 1), **postgres_instance_env(database_url),
+        )  # fmt: skip
+        try:
+            run(args, database_url, home)
+        finally:
+            emulator.terminate()
+            emulator.wait(10)
 
 
 def run(args: argparse.Namespace, url: str, home: str) -> None:
