@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from api import problems
 from api.fastpath import FastPath
 from api.metrics import Metrics
+from api.parameters import unambiguous_parameters
 from api.problems import ProblemError, problem_responses
 from api.toplist import Service, ToplistService, router
 from common.logs import configure_logging
@@ -86,6 +87,7 @@ def create_api(settings: Settings) -> FastAPI:
         # FastAPI's native OpenTelemetry looks up the global providers on every request (several
         # microseconds); this API exports Prometheus metrics instead (api/metrics.py).
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        dependencies=[Depends(unambiguous_parameters)],  # every route, those added later included
     )
     app.state.registry = registry
     problems.install(app)

@@ -69,10 +69,13 @@ def seed_snapshot(store: Warehouse, minute: datetime, depth: int = 250) -> None:
 
 
 class ApiServer:
-    def __init__(self, settings: Settings) -> None:
+    """uvicorn as the tests start it (its defaults: httptools, as `uvicorn[standard]` installs), serving
+    the API made from `settings`, or `app`."""
+
+    def __init__(self, settings: Settings, app=None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(app or create_app(settings), host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.client = httpx.Client(base_url=self.url, timeout=10, limits=httpx.Limits(max_connections=32))
