@@ -76,19 +76,36 @@ class BackfillStatus(BaseModel):
     snapshot_url: str | None = Field(default=None, description="Where the snapshot is served once it succeeded.")
 
 
-def parse_moment(value: str) -> datetime:
-    """ISO 8601 (offset or Z; naive means UTC) or unix seconds, as an aware UTC datetime."""
+# A leap second (`23:59:60`, `235960`): Python's datetime has no second 60.
+LEAP_SECOND = re.compile(r"([Tt ]\d\d:?\d\d:?)60(?!\d)")
+
+
+def parse_moment(value: str, name: str = "datetime") -> datetime:
+    """ISO 8601 (offset or Z; naive means UTC) or unix seconds, as an aware UTC datetime; `name` is
+    the parameter an error names. A leap second is read as the second before it (23:59:60Z as
+    23:59:59Z, the same minute); the second 60 of any other minute than a UTC day's last is refused."""
     text = value.strip()
+    iso, leap = LEAP_SECOND.subn(r"\g<1>59", text, count=1)  # no number matches: it has no T or space
     try:
         try:
             moment = datetime.fromtimestamp(float(text), UTC)
         except ValueError:
-            moment = datetime.fromisoformat(text.replace("z", "Z"))
+            moment = datetime.fromisoformat(iso.replace("z", "Z"))
+        moment = moment.replace(tzinfo=moment.tzinfo or UTC).astimezone(UTC)  # 0001-01-01T00:00+01:00 overflows
     except (ValueError, OverflowError, OSError):
         raise ProblemError(
-            422, "Invalid parameter", f"datetime: {value[:64]!r} is neither ISO 8601 nor unix seconds"
+            422,
+            "Invalid parameter",
+            f"{name}: {value[:64]!r} is neither ISO 8601 nor unix seconds (in the years 1 to 9999, UTC)",
         ) from None
-    return moment.replace(tzinfo=moment.tzinfo or UTC).astimezone(UTC)
+    if leap and (moment.hour, moment.minute) != (23, 59):
+        raise ProblemError(
+            422,
+            "Invalid parameter",
+            f"{name}: {value[:64]!r} has second 60, a leap second, which only a UTC day's last minute "
+            "has (23:59:60Z, read as 23:59:59Z)",
+        )
+    return moment
 
 
 def minute_of(moment: datetime) -> datetime:
@@ -357,7 +374,7 @@ class ToplistService:
         clock, now = time.monotonic(), datetime.now(UTC)
         requested = query.moment or now
         if requested > now + timedelta(seconds=1):
-            raise ProblemError(422, "Invalid parameter", f"datetime: {minute_url(requested)} is in the future")
+            raise ProblemError(422, "Invalid parameter", f"datetime: {requested:%Y-%m-%dT%H:%M:%SZ} is in the future")
         minute = minute_of(requested)
         served = await self.served(minute, query.limit, fmt)
         if served is None:
@@ -427,7 +444,12 @@ async def get_toplist(
     ] = None,
     datetime_: Annotated[
         str | None,
-        Query(alias="datetime", max_length=64, description="ISO 8601 (naive means UTC) or unix seconds; default now."),
+        Query(
+            alias="datetime",
+            max_length=64,
+            description="ISO 8601 (naive means UTC; a leap second, 23:59:60, reads as 23:59:59) or unix seconds; "
+            "default now.",
+        ),
     ] = None,
     format_: Annotated[
         str | None,
@@ -517,7 +539,8 @@ async def get_backfill(
     minute: Annotated[str, Path(max_length=64, description="The minute, e.g. 2026-11-27T12:05Z.")],
     service: Service,
 ) -> BackfillStatus:
-    request = await service.db(service.store.requests.get, minute_of(parse_moment(minute)))
+    looked_for = minute_of(parse_moment(minute, "minute"))
+    request = await service.db(service.store.requests.get, looked_for)
     if request is None:
-        raise ProblemError(404, "Not found", f"No backfill was requested for {minute[:64]}.")
+        raise ProblemError(404, "Not found", f"No backfill was requested for the minute {minute_url(looked_for)}.")
     return status_of(request, service.policy)

@@ -92,6 +92,62 @@ def test_datetime_forms_resolve_to_the_same_minute(api, store, form):
     assert response.status_code == 200 and response.json()["snapshot_time"] == iso(minute)
 
 
+LEAP_MINUTE = datetime(2016, 12, 31, 23, 59, tzinfo=UTC)  # the last minute with a leap second, 23:59:60Z
+
+
+@pytest.mark.parametrize(
+    "leap_second",
+    ["2016-12-31T23:59:60Z", "2016-12-31T23:59:60.5Z", "2016-12-31T18:59:60-05:00", "2017-01-01T00:59:60+01:00",
+     "2016-12-31 23:59:60", "20161231T235960Z"],
+)  # fmt: skip
+def test_a_leap_second_is_read_as_the_second_before_it_in_the_same_minute(api, store, leap_second):
+    seed_snapshot(store, LEAP_MINUTE)
+    with api() as server:
+        answer = server.get("/", params={"datetime": leap_second, "limit": 1})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["snapshot_time"] == answer.json()["requested_time"] == iso(LEAP_MINUTE)
+
+
+@pytest.mark.parametrize(
+    "second_60", ["2016-12-31T12:30:60Z", "2016-12-31T23:59:60+01:00", "2016-12-31T23:58:60Z", "2016-06-30 11:59:60"]
+)
+def test_a_second_60_outside_a_utc_days_last_minute_is_refused_as_such(api, store, second_60):
+    with api() as server:
+        answer = server.get("/", params={"datetime": second_60})
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == (
+        f"datetime: {second_60!r} has second 60, a leap second, which only a UTC day's last minute "
+        "has (23:59:60Z, read as 23:59:59Z)"
+    )
+
+
+@pytest.mark.parametrize(
+    "future", ["2030-01-01T00:00:30Z", "2030-01-01T02:00:30.75+02:00", "2029-12-31T19:00:30-05:00", "1893456030"]
+)
+def test_the_future_is_refused_naming_the_instant_asked_for(api, future):
+    with api() as server:
+        answer = server.get("/", params={"datetime": future})
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == "datetime: 2030-01-01T00:00:30Z is in the future"
+
+
+def test_backfill_status_errors_name_the_minute_in_the_path(api, store):
+    asked = this_minute() - timedelta(hours=2)
+    with api() as server:
+        server.get("/", params={"datetime": iso(asked)})  # requests a backfill
+        in_offset = server.get(f"/backfills/{(asked + timedelta(hours=2)):%Y-%m-%dT%H:%M:17+02:00}")
+        unknown = server.get("/backfills/2026-11-27T14:05:33+02:00")
+        unparsable = server.get("/backfills/yesterday")
+        leap = server.get("/backfills/2016-12-31T12:30:60Z")
+        too_long = server.get("/backfills/" + "9" * 65)
+    assert in_offset.status_code == 200 and in_offset.json()["minute"] == iso(asked)
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"] == "No backfill was requested for the minute 2026-11-27T12:05Z."
+    assert unparsable.status_code == 422 and unparsable.json()["detail"].startswith("minute: 'yesterday' is neither")
+    assert leap.status_code == 422 and leap.json()["detail"].startswith("minute: '2016-12-31T12:30:60Z' has second 60")
+    assert too_long.status_code == 422 and too_long.json()["detail"].startswith("minute: String should have at most")
+
+
 def test_missing_minute_within_tolerance_serves_the_previous_snapshot(api, store):
     minute = this_minute() - timedelta(minutes=20)
     seed_snapshot(store, minute)
@@ -177,6 +233,8 @@ def test_pending_backfills_are_bounded(api, store):
         ({"datetime": "yesterday-ish"}, 422),
         ({"datetime": "9999-12-31T00:00:00Z"}, 422),
         ({"datetime": "1e30"}, 422),
+        ({"datetime": "0001-01-01T00:00+01:00"}, 422),  # before the year 1 in UTC
+        ({"datetime": "9999-12-31T23:59-01:00"}, 422),  # after the year 9999 in UTC
         ({"datetime": "2001-01-01T00:00:00Z"}, 404),  # not stored, and before the history start
         ({"format": "xml"}, 422),
         ({"unknown": "ignored"}, 200),
