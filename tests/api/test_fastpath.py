@@ -35,6 +35,15 @@ TABLE = [
     ("GET", "/", {"limit": 200, "datetime": iso(PAST), "format": "CSV"}, GZIP, True),
     ("GET", "/", {"limit": 200, "datetime": iso(PAST)}, {"Accept": "text/csv", **GZIP}, True),
     ("GET", "/", {"limit": 3, "datetime": iso(PAST)}, GZIP, True),  # too small to compress
+    ("GET", "/", {"limit": 200, "datetime": iso(PAST)}, {"Accept": "text/*", **GZIP}, True),
+    ("GET", "/", {"limit": 200, "datetime": iso(PAST)}, {"Accept": "text/csv;q=0.1, application/json"}, True),
+    ("GET", "/", {"datetime": iso(PAST)}, {"Accept": "text/html,application/xml;q=0.9,*/*;q=0.8"}, True),
+    ("GET", "/", {"limit": 200, "datetime": iso(PAST)}, {"Accept": "application/xml"}, True),  # 406 problem
+    ("GET", "/", {"limit": 200, "datetime": iso(PAST), "format": "csv"}, {"Accept": "application/xml"}, True),
+    ("GET", "/", {}, {"Accept": "application/xml"}, True),  # 406 for now too
+    ("GET", "/", {"limit": [1, 5]}, {}, None),  # given twice: refused before the route
+    ("GET", "/", {"datetime": iso(PAST) + "\x00"}, {}, None),
+    ("GET", "/", {"datetime": "2016-12-31T12:30:60Z"}, {}, False),  # a second 60 outside 23:59 UTC
     ("GET", "/", {"datetime": str(int(PAST.timestamp()) + 59)}, {}, True),
     ("GET", "/", {"datetime": iso(PAST + timedelta(minutes=1))}, {}, True),  # a stand-in within the tolerance
     ("GET", "/", {"limit": 10**12, "unknown": "ignored", "datetime": iso(PAST)}, {}, True),
@@ -113,6 +122,7 @@ def test_head_sends_the_headers_of_get_without_the_body(api, store):
         ("/", {"limit": 200, "datetime": iso(PAST)}, IDENTITY),
         ("/", {"limit": 200, "datetime": iso(PAST), "format": "csv"}, GZIP),
         ("/", {"datetime": "9999-12-31T00:00:00Z"}, {}),  # a problem answer
+        ("/", {"datetime": iso(PAST)}, {"Accept": "application/xml"}),  # 406
         ("/healthz", {}, {}),
         ("/readyz", {}, {}),  # 503: the newest snapshot is old
         (f"/backfills/{iso(PAST - timedelta(hours=2))}", {}, IDENTITY),

@@ -60,6 +60,64 @@ def test_csv_by_parameter_any_case_and_by_accept_header(api, store):
     assert [(int(r), s, float(p)) for r, s, p in rows] == [(e["rank"], e["symbol"], e["price_usd"]) for e in expected]
 
 
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+JAVA = "text/html, image/gif, image/jpeg, *; q=.2, */*; q=.2"  # HttpURLConnection's default
+
+
+@pytest.mark.parametrize(
+    ("accept", "fmt", "served"),
+    [
+        (None, None, "application/json"),
+        ("", None, "application/json"),  # empty: as if absent
+        ("*/*", None, "application/json"),  # curl, httpx, requests
+        (BROWSER, None, "application/json"),
+        (JAVA, None, "application/json"),
+        ("*", None, "application/json"),  # `*` alone, as old Java clients send it
+        ("application/json", None, "application/json"),
+        ("application/*", None, "application/json"),
+        ("text/csv", None, "text/csv; charset=utf-8"),
+        ("TEXT/CSV; charset=utf-8", None, "text/csv; charset=utf-8"),
+        ("text/*", None, "text/csv; charset=utf-8"),
+        ("text/csv;q=0.5, application/json", None, "application/json"),  # the higher quality
+        ("application/json;q=0.5, text/csv", None, "text/csv; charset=utf-8"),
+        ("text/*, application/json", None, "application/json"),  # then the more specific range
+        ("*/*, text/csv", None, "text/csv; charset=utf-8"),
+        ("text/csv, application/json", None, "text/csv; charset=utf-8"),  # then the one listed first
+        ("text/csv;q=0, */*", None, "application/json"),  # the most specific range sets the quality
+        ("application/json;q=0, */*;q=0.1", None, "text/csv; charset=utf-8"),
+        ("text/csv;q=oops", None, "text/csv; charset=utf-8"),  # not a qvalue: 1
+        ("application/xml", None, 406),
+        ("text/html", None, 406),
+        ("application/json;q=0, text/csv;q=0", None, 406),
+        ("application/xml", "csv", "text/csv; charset=utf-8"),  # format wins over Accept
+        ("application/xml", "JSON", "application/json"),
+        ("text/csv", "json", "application/json"),
+    ],
+)
+def test_accept_chooses_the_format_unless_format_does(api, store, accept, fmt, served):
+    minute = this_minute() - timedelta(minutes=5)
+    seed_snapshot(store, minute)
+    params = {"limit": 3, "datetime": iso(minute)} | ({"format": fmt} if fmt else {})
+    with api() as server:
+        request = server.client.build_request("GET", "/", params=params)
+        if accept is None:
+            del request.headers["accept"]
+        else:
+            request.headers["accept"] = accept
+        answers = [server.client.send(request) for _ in range(2)]  # FastAPI, then the fast path
+    for answer in answers:
+        if served == 406:
+            assert answer.status_code == 406 and answer.headers["content-type"] == "application/problem+json"
+            assert answer.json()["detail"] == (
+                f"Accept: {accept!r} admits neither application/json nor text/csv; "
+                "ask for one of them (or */*), or use format=json or format=csv"
+            )
+            assert answer.headers["vary"] == "Accept"
+        else:
+            assert answer.status_code == 200 and answer.headers["content-type"] == served
+            assert answer.headers["vary"] == "Accept, Accept-Encoding"
+
+
 def test_conditional_get_and_gzip(api, store):
     minute = this_minute() - timedelta(minutes=5)
     seed_snapshot(store, minute)
