@@ -15,14 +15,20 @@ COPY scripts ./scripts
 RUN uv sync --frozen --no-dev --no-editable
 
 FROM python:3.11-slim AS runtime
-RUN useradd --create-home --uid 10001 app && mkdir -p /opt/dagster/home && chown app /opt/dagster/home
+# The code belongs to root, so the service user can read it but not change it; user `app` writes
+# only to Dagster's instance folder and to /app/.data (the settings' data folder, where a volume
+# can mount: a new named volume takes this folder's owner).
+RUN useradd --create-home --uid 10001 app \
+ && mkdir -p /opt/dagster/home /app/.data && chown app /opt/dagster/home /app/.data
 WORKDIR /app
-COPY --from=build --chown=app /app /app
-COPY --chown=app deploy/dagster.yaml deploy/workspace.yaml alembic.ini /opt/dagster/home/
+COPY --from=build /app /app
+COPY deploy/dagster.yaml deploy/workspace.yaml alembic.ini /opt/dagster/home/
 # Each service's logging file (docker-compose.yml mounts ./config/logging over it).
-COPY --chown=app config ./config
+COPY config ./config
+# LOG_FILE=off: every service logs to its console only, which the container's log collects.
 ENV PATH=/app/.venv/bin:$PATH \
     DAGSTER_HOME=/opt/dagster/home \
+    LOG_FILE=off \
     PYTHONUNBUFFERED=1
 USER app
 EXPOSE 3000 4000 6667 8765

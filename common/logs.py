@@ -7,7 +7,8 @@ PyYAML (the settings only as a type), so the emulator, which imports nothing of 
 the API, applies its file with `apply` and fails the same way, naming the file. `LOG_LEVEL` sets
 the level of every logger the file configures, `LOG_CONSOLE=false` drops the console handlers
 (`true` adds one if the file has none) and `LOG_FILE` redirects the file handlers (adds a
-rotating one if the file has none).
+rotating one if the file has none); `LOG_FILE=off` drops them, for containers, whose console is
+their log (the image sets it), while `make run` keeps its files under `.data/logs`.
 `{pid}` in a filename becomes the process id, so two processes never write one file by default.
 """
 
@@ -29,6 +30,8 @@ Service = Literal["api", "pipeline"]
 STREAM_HANDLER = "logging.StreamHandler"
 FILE_HANDLER = "logging.handlers.RotatingFileHandler"
 ROTATION = {"maxBytes": 10 * 1024 * 1024, "backupCount": 3, "delay": True, "encoding": "utf-8"}
+FILES_OFF = "off"
+LogFile = Path | Literal["off"] | None  # LOG_FILE: where the file handlers write, or FILES_OFF for none
 
 
 class LogConfigError(ValueError):
@@ -52,8 +55,13 @@ def load(path: Path) -> dict[str, Any]:
     return config
 
 
+def log_file_option(value: str | None) -> LogFile:
+    """LOG_FILE as given on a command line or in the environment (the emulator reads no settings)."""
+    return (FILES_OFF if value == FILES_OFF else Path(value)) if value else None
+
+
 def with_overrides(
-    config: dict[str, Any], *, level: str | None, console: bool | None, file: Path | None, keep_files: bool = True
+    config: dict[str, Any], *, level: str | None, console: bool | None, file: LogFile, keep_files: bool = True
 ) -> dict[str, Any]:
     """`config` with the LOG_* overrides applied and `{pid}` expanded in filenames."""
     handlers: dict[str, dict] = config.setdefault("handlers", {})
@@ -77,7 +85,7 @@ def with_overrides(
     elif console and not consoles:
         attach_everywhere("log_console", {"class": STREAM_HANDLER, "stream": "ext://sys.stderr"})
     files = {name for name, h in handlers.items() if "filename" in h}
-    if not keep_files and file is None:
+    if file == FILES_OFF or (not keep_files and file is None):
         drop(files)
     elif file is not None:
         for name in files:
@@ -107,7 +115,7 @@ def configure_logging(service: Service, settings: Settings, *, keep_files: bool 
 
 
 def apply(
-    path: Path, *, level: str | None, console: bool | None = None, file: Path | None = None, keep_files: bool = True
+    path: Path, *, level: str | None, console: bool | None = None, file: LogFile = None, keep_files: bool = True
 ) -> dict[str, Any]:
     """dictConfig from the file at `path` with the overrides; every error names the file or LOG_LEVEL."""
     path = config_path(path)

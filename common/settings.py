@@ -136,7 +136,9 @@ class Settings(BaseSettings):
         default=Path("config/logging/pipeline.yaml"), description="The code location's and runs' logging file."
     )
     log_level: str | None = Field(default=None, description="Overrides the level of every configured logger.")
-    log_file: Path | None = Field(default=None, description="Redirects the file handlers here ({pid} allowed).")
+    log_file: Path | Literal["off"] | None = Field(
+        default=None, description="Redirects the file handlers here ({pid} allowed); off drops them (the image)."
+    )
     log_console: bool | None = Field(default=None, description="false drops the console handlers, true adds one.")
 
     # Local runs (`make run`, the dagster CLI): Dagster reads DAGSTER_HOME itself; it is here so

@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from common.logs import LogConfigError
+from common.logs import LogConfigError, log_file_option
 from common.logs import apply as apply_logging_file
 from emulator.faults import ENDPOINTS, FAULT_KINDS, Fault, FaultBoard, parse_fault_option
 from emulator.market import Market
@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default=os.environ.get("LOG_LEVEL"), help="overrides the file's levels (default: $LOG_LEVEL)"
     )
+    parser.add_argument(
+        "--log-file",
+        type=log_file_option,
+        default=log_file_option(os.environ.get("LOG_FILE")),
+        help="redirects the file's file handlers here ({pid} allowed); 'off' drops them (default: $LOG_FILE)",
+    )
     return parser
 
 
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.universe <= 100_000:
         raise SystemExit("--universe must be between 1 and 100000")
     try:
-        apply_logging_file(args.log_config, level=args.log_level)
+        apply_logging_file(args.log_config, level=args.log_level, file=args.log_file)
     except LogConfigError as error:
         raise SystemExit(str(error)) from None
     faults = FaultBoard(seed=args.seed)

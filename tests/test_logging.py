@@ -86,18 +86,23 @@ def test_log_variables_override_the_file(tmp_path):
     assert not any("filename" in handler for handler in run_worker["handlers"].values())
 
 
+# A service's logging as it starts (argv[1]: api or pipeline), then one line from it.
+SAY_HELLO = textwrap.dedent(
+    """
+    import logging, sys
+    from common.logs import configure_logging
+    from common.settings import Settings
+    configure_logging(sys.argv[1], Settings())
+    logging.getLogger(sys.argv[1] if sys.argv[1] == "api" else "crypto_pipeline").warning("hello")
+    """
+)
+
+
 def test_two_processes_never_share_a_file_by_default(tmp_path):
     """Two API and two pipeline processes with the shipped files, then two emulators: four, then two files."""
-    code = """
-        import logging, sys
-        from common.logs import configure_logging
-        from common.settings import Settings
-        configure_logging(sys.argv[1], Settings())
-        logging.getLogger(sys.argv[1] if sys.argv[1] == "api" else "crypto_pipeline").warning("hello")
-        """
     for service in ("api", "pipeline", "api", "pipeline"):
         environment = {k: v for k, v in os.environ.items() if not k.startswith("LOG_")}
-        subprocess.run([sys.executable, "-c", textwrap.dedent(code), service], cwd=tmp_path, check=True,
+        subprocess.run([sys.executable, "-c", SAY_HELLO, service], cwd=tmp_path, check=True,
                        env={**environment, "PYTHONPATH": str(ROOT)}, timeout=60)  # fmt: skip
     logs = tmp_path / ".data" / "logs"
     assert len(list(logs.glob("api-*.log"))) == 2 and len(list(logs.glob("pipeline-*.log"))) == 2
@@ -112,6 +117,27 @@ def test_two_processes_never_share_a_file_by_default(tmp_path):
         process.wait(10)
     written = list(logs.glob("emulator-*.log"))
     assert len(written) == 2 and all("emulating CoinMarketCap" in f.read_text() for f in written)
+
+
+def test_log_file_off_leaves_every_service_its_console_only(tmp_path):
+    """LOG_FILE=off, as the image sets it: the API's, the pipeline's and the emulator's lines reach
+    their console (what a container's log collects) and no file is written."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LOG_")}
+    environment.update(PYTHONPATH=str(ROOT), LOG_FILE="off")
+    for service in ("api", "pipeline"):
+        result = subprocess.run([sys.executable, "-c", SAY_HELLO, service], cwd=tmp_path, env=environment,
+                                capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        assert "hello" in result.stderr, service
+    port = free_port()
+    emulator = subprocess.Popen([sys.executable, "-m", "emulator", "--port", str(port), "--universe", "50"],
+                                cwd=tmp_path, env=environment, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/_emulator/health")
+    finally:
+        emulator.terminate()
+        _, console = emulator.communicate(timeout=10)
+    assert "emulating CoinMarketCap" in console
+    assert not list(tmp_path.iterdir())  # no .data/logs, no file named after the option either
 
 
 def instance_python_logs() -> dict:
