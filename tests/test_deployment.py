@@ -26,19 +26,71 @@ def docker_compose() -> str:
     return binary
 
 
-@pytest.mark.parametrize("profile", [None, "demo"])
-def test_compose_file_validates(tmp_path, profile):
+APP_SERVICES = ("migrate", "code-server", "dagster-webserver", "dagster-daemon", "api", "emulator")
+
+
+def rendered_services(tmp_path, dotenv: str, profile: str | None = "demo") -> dict:
+    """The services as Debian's docker-compose (v1) renders the compose file with this `.env`."""
     for name in ("docker-compose.yml", "Dockerfile"):
         shutil.copy(ROOT / name, tmp_path / name)
-    shutil.copy(ROOT / ".env.example", tmp_path / ".env")
+    (tmp_path / ".env").write_text(dotenv)
     command = [docker_compose(), *(["--profile", profile] if profile else []), "config"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    services = yaml.safe_load(result.stdout)["services"]
-    expected = {"postgres", "migrate", "code-server", "dagster-webserver", "dagster-daemon", "api", "emulator"}
+    return yaml.safe_load(result.stdout)["services"]
+
+
+@pytest.mark.parametrize("profile", [None, "demo"])
+def test_compose_file_validates(tmp_path, profile):
+    services = rendered_services(tmp_path, (ROOT / ".env.example").read_text(), profile)
+    expected = {"postgres", *APP_SERVICES}
     assert set(services) == expected
     assert services["emulator"]["profiles"] == ["demo"]  # started only with --profile demo
     assert all("profiles" not in s for name, s in services.items() if name != "emulator")
+
+
+@pytest.mark.parametrize(
+    ("dotenv", "password"),
+    [
+        ("POSTGRES_PASSWORD=s3cret-pw\n", "s3cret-pw"),
+        ("", "change-me"),  # the compose file's default
+        # A .env that still carries an old DATABASE_URL (or one for `make run`): compose's wins.
+        ("POSTGRES_PASSWORD=s3cret-pw\nDATABASE_URL=postgresql+psycopg://toplist:old@postgres:5432/toplist\n",
+         "s3cret-pw"),
+    ],
+)  # fmt: skip
+def test_v1_derives_every_database_setting_from_postgres_password(tmp_path, dotenv, password):
+    """Compose v1 parses a nested ${A:-${B}} wrongly (a URL ending in `/toplist@postgres:5432/toplist}`):
+    the URL and Dagster's password must come out whole from POSTGRES_PASSWORD alone."""
+    services = rendered_services(tmp_path, dotenv)
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == password
+    for name in APP_SERVICES:
+        environment = services[name]["environment"]
+        assert environment["DATABASE_URL"] == f"postgresql+psycopg://toplist:{password}@postgres:5432/toplist", name
+        assert environment["DAGSTER_POSTGRES_PASSWORD"] == password, name
+        assert environment["LOG_FILE"] == "off", name  # console only, whatever .env says
+
+
+def test_long_running_services_restart_and_report_their_health(tmp_path):
+    """A service whose process exits is started again; each has a health check (the daemon's
+    heartbeats, the webserver's /server_info), and only the one-shot migration never restarts."""
+    services = rendered_services(tmp_path, "")
+    assert services["migrate"]["restart"] == "no" and "healthcheck" not in services["migrate"]
+    for name in {"postgres", *APP_SERVICES} - {"migrate"}:
+        assert services[name]["restart"] == "unless-stopped", name
+        assert services[name]["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
+    assert services["dagster-daemon"]["healthcheck"]["test"][1:] == ["dagster-daemon", "liveness-check"]
+    assert "http://127.0.0.1:3000/server_info" in services["dagster-webserver"]["healthcheck"]["test"][-1]
+
+
+def test_env_example_keeps_make_run_on_its_local_defaults(monkeypatch):
+    """`make run` reads .env too: a copied .env.example must not point it at compose's `postgres` host."""
+    from common.settings import Settings
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    copied = Settings(_env_file=ROOT / ".env.example")
+    assert copied.database_url == Settings.model_fields["database_url"].default
+    assert "@postgres" not in (ROOT / ".env.example").read_text()
 
 
 def test_services_depend_on_health_and_share_one_image():
