@@ -17,12 +17,16 @@ SNAPSHOT_ASSETS = dg.AssetSelection.assets(fetch_prices_and_rankings, top_assets
 # minute's run never waits behind them past the live window, and they run at a lower CPU
 # priority (niceness 10), so they never slow it down on a busy machine.
 LIVE_PRIORITY = {"dagster/priority": "10"}
+# Run monitoring ends a run still running this long after it started (a hung database, say): a
+# minute's run takes seconds, and its minute is then healed from the historical endpoints.
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+MINUTE_RUN_MAX_RUNTIME = {MAX_RUNTIME_TAG: "600"}
 
 minute_snapshot_job = dg.define_asset_job(
     "minute_snapshot",
     selection=SNAPSHOT_ASSETS,
     description="Fetch both upstreams concurrently for one minute, then merge: one lean run per minute.",
-    tags=LIVE_PRIORITY,
+    tags={**LIVE_PRIORITY, **MINUTE_RUN_MAX_RUNTIME},
 )
 
 backfill_snapshots_job = dg.define_asset_job(
