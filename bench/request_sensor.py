@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from common.settings import Settings
 from crypto_pipeline.definitions import defs
 from crypto_pipeline.sensors import REQUEST_INTERVAL_SECONDS, build_backfill_requests_sensor
 from warehouse.requests import RequestPolicy
@@ -53,9 +54,7 @@ def main() -> None:
         url = f"sqlite:///{data}/warehouse.db"
         store = Warehouse(url)
         store.upgrade()
-        sensor = build_backfill_requests_sensor(
-            url, max_minutes_per_run=120, max_runs_per_tick=10, max_gap_minutes=10, max_runtime_seconds=1800
-        )
+        sensor = build_backfill_requests_sensor(Settings(_env_file=None, database_url=url))
         report("idle (nothing open)", cpu_per_tick(sensor, instance, args.ticks))
 
         start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=2)

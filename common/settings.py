@@ -126,6 +126,15 @@ class Settings(BaseSettings):
     backfill_retry_backoff_seconds: int = Field(
         default=60, ge=0, description="Wait after a failed attempt before asking again queues another; doubles."
     )
+    backfill_max_backoff_seconds: int = Field(
+        default=300, ge=0, description="The doubling backoff after failed attempts stops growing at this."
+    )
+    heal_horizon_hours: float = Field(
+        default=24,
+        ge=0,
+        description="Unpublished minutes this recent are requested by the system itself and retried until "
+        "published (0: no healing); older ones on request or by range.",
+    )
     backfill_max_runtime_seconds: int = Field(
         default=1800, ge=60, description="A request's run still running after this is canceled (dagster/max_runtime)."
     )

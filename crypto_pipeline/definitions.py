@@ -67,15 +67,7 @@ defs = dg.Definitions(
     assets=[fetch_prices_and_rankings, top_assets],
     jobs=[minute_snapshot_job, backfill_snapshots_job, prune_storage],
     schedules=[every_minute, prune_storage_schedule],
-    sensors=[
-        build_backfill_requests_sensor(
-            database_url=settings.database_url,
-            max_minutes_per_run=settings.backfill_max_minutes_per_run,
-            max_runs_per_tick=settings.backfill_max_runs_per_tick,
-            max_gap_minutes=settings.backfill_max_gap_minutes,
-            max_runtime_seconds=settings.backfill_max_runtime_seconds,
-        ),
-    ],
+    sensors=[build_backfill_requests_sensor(settings)],
     resources={
         "cmc": cmc,
         "cryptocompare": cryptocompare,

@@ -1,9 +1,12 @@
-"""Backfills on request: the API records missing minutes in `backfill_requests`; one sensor hands
-them to Dagster and follows them through Dagster's run records (the lifecycle itself is
+"""Backfills on request and healing: one sensor hands owed minutes (table `backfill_requests`) to
+Dagster and follows them through Dagster's run records (the lifecycle itself is
 warehouse/requests.py).
 
 Every tick (30 s):
-1. Reconcile what is in flight, by the run key each request carries (also a tag on its run).
+1. Heal: the minutes of the healing horizon (warehouse.coverage) that are due and not published
+   become requests of origin `healer`; failed requests whose backoff is over go back to
+   `requested` (with attempts left, or in the horizon until published; never a permanent failure).
+2. Reconcile what is in flight, by the run key each request carries (also a tag on its run).
    A run with that key → `launched` with its real run id. The run ended without storing the
    minute (failed before the merge, canceled, ended by its max runtime, or succeeded without
    data) → `failed`, with the error and whether a retry could fix it; a failed run whose
@@ -12,12 +15,12 @@ Every tick (30 s):
    Launched but the run's record is gone (deleted, pruned) → `requested` again. Only Dagster's
    records and the warehouse are read, never memory, so a daemon restart changes nothing;
    only changes are written.
-2. Submit due minutes: nearby requested minutes share one run (Dagster's range tags: one run
-   whatever the assets' backfill policy), at most `max_minutes_per_run` long, `max_runs_per_tick` per
-   tick, each under a fresh `run_key`.
+3. Submit due minutes (past their live window: the schedule stores younger ones): nearby requested
+   minutes share one run (Dagster's range tags: one run whatever the assets' backfill policy), at
+   most `max_minutes_per_run` long, `max_runs_per_tick` per tick, each under a fresh `run_key`.
 
 Success needs no sensor: the merge that stores a minute settles its request in the same
-transaction. A tick with nothing open reads one table and never builds a DagsterInstance.
+transaction. A tick with nothing owed reads a few index entries and never builds a DagsterInstance.
 """
 
 from collections import defaultdict
@@ -27,17 +30,25 @@ from uuid import uuid4
 
 import dagster as dg
 
+from common.settings import Settings
 from crypto_pipeline.assets.top_assets import RUN_KEY_TAG
 from crypto_pipeline.partitions import MINUTE_FORMAT
 from crypto_pipeline.resources.warehouse import warehouse_for
-from crypto_pipeline.schedules import backfill_snapshots_job
-from warehouse.requests import CANCELED_ERROR, NO_DATA_ERROR, BackfillRequest, BackfillRequests, Status
+from crypto_pipeline.schedules import MAX_RUNTIME_TAG, backfill_snapshots_job
+from warehouse.coverage import HealingHorizon, minute_of
+from warehouse.requests import (
+    CANCELED_ERROR,
+    NO_DATA_ERROR,
+    OPEN,
+    BackfillRequest,
+    BackfillRequests,
+    Origin,
+    RequestPolicy,
+    Status,
+)
+from warehouse.store import ONE_MINUTE
 
 REQUEST_TAG = "crypto_toplist/backfill_request"  # its value: the run key the request was submitted under
-# Run monitoring (on in dagster.yaml and the local instance) cancels a run running longer than this
-# tag says: a run worker that died (OOM, kill -9) would otherwise stay STARTED for ever, since the
-# DefaultRunLauncher cannot check a worker's health, and hold its requests `launched`.
-MAX_RUNTIME_TAG = "dagster/max_runtime"
 # Dagster's run retries: the failed run is tagged will_retry right after its failure is stored,
 # and the daemon creates the retry (or tags the run auto_retry_run_id) an iteration later.
 WILL_RETRY_TAG = "dagster/will_retry"
@@ -143,41 +154,52 @@ def reconcile(instance: dg.DagsterInstance, requests: BackfillRequests, in_fligh
     return moved
 
 
-def build_backfill_requests_sensor(
-    database_url: str, max_minutes_per_run: int, max_runs_per_tick: int, max_gap_minutes: int, max_runtime_seconds: int
-) -> dg.SensorDefinition:
-    """The sensor that launches and reconciles requested minutes, bound to a warehouse and its limits.
+def build_backfill_requests_sensor(settings: Settings) -> dg.SensorDefinition:
+    """The sensor that heals, launches and reconciles owed minutes, bound to a warehouse and its limits.
 
-    It takes the warehouse URL, not the warehouse resource: a sensor with resources makes the
-    code server build a DagsterInstance on every tick (dagster-io/dagster#14345), ~60 ms of CPU
-    twice a minute. It touches `context.instance` only while a request is in flight.
+    It takes the warehouse URL from the settings, not the warehouse resource: a sensor with
+    resources makes the code server build a DagsterInstance on every tick (dagster-io/dagster#14345).
+    It touches `context.instance` only while a request is in flight.
     """
+    policy, healing = RequestPolicy.from_settings(settings), HealingHorizon.from_settings(settings)
+    live_window = timedelta(minutes=settings.live_window_minutes)
+    max_minutes, max_runs = settings.backfill_max_minutes_per_run, settings.backfill_max_runs_per_tick
 
     @dg.sensor(
         name="backfill_requests_sensor",
         job=backfill_snapshots_job,
         minimum_interval_seconds=REQUEST_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Launches runs for the minutes the API could not serve (table backfill_requests) "
-        "and follows them through Dagster's run records until each request ends.",
+        description="Heals the unpublished minutes of the last HEAL_HORIZON_HOURS, launches runs for them and "
+        "for the minutes the API could not serve (table backfill_requests), and follows each through "
+        "Dagster's run records until it ends.",
     )
     def backfill_requests_sensor(context: dg.SensorEvaluationContext):
-        requests = warehouse_for(database_url).requests
-        if requests.count([Status.REQUESTED, Status.LAUNCHED]) == 0:
-            return dg.SkipReason("no backfill requested")
+        store, now = warehouse_for(settings.database_url), datetime.now(UTC)
+        requests = store.requests
+        if owed := requests.owe(healing.owed(store, now), Origin.HEALER, now):
+            context.log.info("healer: %d unpublished minute(s) of the healing horizon are owed", owed)
+        if retried := requests.retry(policy, now):
+            context.log.info("%d failed request(s) queued for another attempt", retried)
+        if requests.count(OPEN) == 0:
+            return dg.SkipReason("nothing owed")
         if (in_flight := requests.in_flight()) and (moved := reconcile(context.instance, requests, in_flight)):
             context.log.info("%d request update(s) from Dagster's run records", moved)
-        due = [r.minute for r in requests.due(max_minutes_per_run * max_runs_per_tick)]
+        due = [r.minute for r in requests.due(max_minutes * max_runs, before=minute_of(now - live_window) + ONE_MINUTE)]
         runs = []
-        for first, last in nearby_ranges(due, max_minutes_per_run, max_gap_minutes)[:max_runs_per_tick]:
+        for first, last in nearby_ranges(due, max_minutes, settings.backfill_max_gap_minutes)[:max_runs]:
             start, end = first.strftime(MINUTE_FORMAT), last.strftime(MINUTE_FORMAT)
             run_key = f"backfill-{start}...{end}-{uuid4().hex[:8]}"  # fresh per attempt: never a duplicate
             requests.submit(first, last, run_key)
-            tags = {RANGE_START: start, RANGE_END: end, REQUEST_TAG: run_key, MAX_RUNTIME_TAG: str(max_runtime_seconds)}
-            runs.append(dg.RunRequest(run_key=run_key, tags=tags))
+            tags = {RANGE_START: start, RANGE_END: end, REQUEST_TAG: run_key}
+            runs.append(
+                dg.RunRequest(
+                    run_key=run_key, tags={**tags, MAX_RUNTIME_TAG: str(settings.backfill_max_runtime_seconds)}
+                )
+            )
         if not runs:
-            return dg.SkipReason("requested minutes are in flight")
-        context.log.info("launching %d run(s) for %d requested minute(s)", len(runs), len(due))
+            return dg.SkipReason("owed minutes are in flight or within their live window")
+        context.log.info("launching %d run(s) for %d owed minute(s)", len(runs), len(due))
         return runs
 
     return backfill_requests_sensor

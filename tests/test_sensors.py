@@ -34,6 +34,7 @@ from crypto_pipeline.sensors import (
 )
 from tests.api.conftest import ApiServer, seed_snapshot
 from tests.assets.test_pipeline import ASSETS, resources
+from warehouse.coverage import HealingHorizon
 from warehouse.requests import CANCELED_ERROR, NO_DATA_ERROR, RequestPolicy
 from warehouse.schema import UTCDateTime
 from warehouse.store import Warehouse
@@ -63,8 +64,17 @@ def test_nearby_minutes_share_a_range_up_to_the_chunk_size():
     assert nearby_ranges(minutes(0, 4), 10, max_gap=2) == [(BASE, BASE), (BASE + timedelta(minutes=4),) * 2]
 
 
-def tick(database_url: str, instance: dg.DagsterInstance, max_runs_per_tick: int = 10, max_gap_minutes: int = 0):
-    sensor = build_backfill_requests_sensor(database_url, 120, max_runs_per_tick, max_gap_minutes, MAX_RUNTIME)
+def sensor_settings(database_url: str, **overrides) -> Settings:
+    """The request sensor's settings in these tests: POLICY's attempts and backoff, no healing
+    (the healer's own tests turn it on)."""
+    limits = dict(backfill_max_minutes_per_run=120, backfill_max_runs_per_tick=10, backfill_max_gap_minutes=0,
+                  backfill_max_runtime_seconds=MAX_RUNTIME, backfill_max_attempts=POLICY.max_attempts,
+                  backfill_retry_backoff_seconds=0, heal_horizon_hours=0)  # fmt: skip
+    return Settings(_env_file=None, database_url=database_url, **{**limits, **overrides})
+
+
+def tick(database_url: str, instance: dg.DagsterInstance, **settings):
+    sensor = build_backfill_requests_sensor(sensor_settings(database_url, **settings))
     return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
 
 
@@ -88,10 +98,10 @@ def test_an_idle_tick_builds_no_dagster_instance(database_url):
     ~60 ms of CPU, twice a minute, so a tick with nothing open must not."""
     Warehouse(database_url).requests.ask(BASE, POLICY)
     seed_snapshot(Warehouse(database_url), BASE)  # a settled request is not open
-    sensor = build_backfill_requests_sensor(database_url, 120, 10, 0, MAX_RUNTIME)
+    sensor = build_backfill_requests_sensor(sensor_settings(database_url))
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs)
-        assert sensor.evaluate_tick(context).skip_message == "no backfill requested"
+        assert sensor.evaluate_tick(context).skip_message == "nothing owed"
         assert context._instance is None  # noqa: SLF001 - no public way to ask whether it was built
 
 
@@ -225,6 +235,43 @@ def test_a_plan_refusal_is_permanent_and_asking_after_the_fix_recovers(database_
     assert (settled.status, settled.run_id, settled.permanent) == ("succeeded", result.run_id, False)
 
 
+def test_the_healer_owes_the_unpublished_minutes_of_its_horizon_and_their_run_publishes_them(
+    database_url, dagster_instance, emulator
+):
+    """Minutes lost while nothing ran (a dead daemon, a database outage, an upstream fault) are
+    found by the sensor itself: each becomes a request of origin `healer`, launched as one range
+    run (a real run of the pipeline here), which publishes them; then nothing is owed."""
+    store = Warehouse(database_url)
+    now = datetime.now(UTC)
+    minute = now.replace(second=0, microsecond=0)
+    settings = dict(heal_horizon_hours=0.5, history_start=minute - timedelta(minutes=25), backfill_max_gap_minutes=0)
+    seed_snapshot(store, minute - timedelta(minutes=60), depth=30)  # live since long before the horizon
+    for back in range(25, 20, -1):  # from HISTORY_START: stored; from 20 minutes ago: lost
+        seed_snapshot(store, minute - timedelta(minutes=back), depth=30)
+
+    result = tick(database_url, dagster_instance, **settings)
+
+    horizon = HealingHorizon.from_settings(sensor_settings(database_url, **settings))
+    owed = horizon.owed(store, now)
+    assert owed[0] == minute - timedelta(minutes=20) and owed[-1] == horizon.due_before(now) - timedelta(minutes=1)
+    assert {(store.requests.get(m).origin, store.requests.get(m).status) for m in owed} == {("healer", "requested")}
+    assert store.requests.get(horizon.due_before(now)) is None  # the live schedule's minutes are not owed yet
+    (run,) = result.run_requests
+    assert (run.tags[RANGE_START], run.tags[RANGE_END]) == (
+        owed[0].strftime("%Y-%m-%d-%H:%M"),
+        owed[-1].strftime("%Y-%m-%d-%H:%M"),
+    )
+    executed = dg.materialize(
+        ASSETS,
+        tags={**run.tags, "dagster/run_key": run.run_key},
+        resources=resources(emulator.url, database_url, depth=20, ranking_depth=30),
+        instance=dagster_instance,
+    )
+    assert executed.success
+    assert {store.requests.get(m).status for m in owed} == {"succeeded"}
+    assert horizon.owed(store, now) == []
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_burst_of_10000_requests_never_exceeds_the_bound(database_url):
     bound = 300
@@ -245,7 +292,7 @@ def test_a_burst_of_10000_requests_never_exceeds_the_bound(database_url):
     assert store.requests.count(["requested"]) == bound
     runs, ticks = 0, 0
     with dg.instance_for_test() as instance:
-        while (result := tick(database_url, instance, max_runs_per_tick=50)).run_requests:
+        while (result := tick(database_url, instance, backfill_max_runs_per_tick=50)).run_requests:
             assert len(result.run_requests) <= 50
             runs, ticks = runs + len(result.run_requests), ticks + 1
     assert runs == bound and ticks == bound // 50
@@ -289,8 +336,7 @@ def test_a_run_whose_worker_died_ends_at_its_max_runtime_and_its_request_fails(
     (check_run_timeout is what the daemon runs each iteration), and the request fails from the record."""
     store = Warehouse(database_url)
     store.requests.ask(BASE, POLICY)
-    sensor = build_backfill_requests_sensor(database_url, 120, 10, 0, max_runtime_seconds=60)
-    (request,) = sensor.evaluate_tick(dg.build_sensor_context(instance=dagster_instance, definitions=defs)).run_requests
+    (request,) = tick(database_url, dagster_instance, backfill_max_runtime_seconds=60).run_requests
     assert request.tags[MAX_RUNTIME_TAG] == "60"
     run = create_run(dagster_instance, request, status=dg.DagsterRunStatus.STARTING)
     started = dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name)
@@ -352,7 +398,7 @@ DAEMON_WAREHOUSE = "REQUEST_SENSOR_TEST_DATABASE_URL"
 def daemon_definitions() -> dg.Definitions:
     """The code location the daemon tests load: the project's definitions, with the request
     sensor bound to the test's warehouse (read when the daemon loads the location)."""
-    sensor = build_backfill_requests_sensor(os.environ[DAEMON_WAREHOUSE], 120, 10, 0, MAX_RUNTIME)
+    sensor = build_backfill_requests_sensor(sensor_settings(os.environ[DAEMON_WAREHOUSE]))
     return dg.Definitions(
         assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs, resources=defs.resources, sensors=[sensor]
     )

@@ -1,16 +1,19 @@
-"""The backfill request lifecycle: one row per minute in `backfill_requests`, moved only by
-the transitions below (Dagster-free: the API asks, the request sensor submits and reconciles
-from Dagster's run records, the merge settles).
+"""The backfill request lifecycle: one row per owed minute in `backfill_requests`, moved only by
+the transitions below (Dagster-free: the API asks or owes, the request sensor heals, submits and
+reconciles from Dagster's run records, the merge settles).
 
-    ask ──► requested ──submit──► requested ──launch──► launched ──succeed──► succeeded
-              ▲  ▲               (run key,    (Dagster   │  │                  ▲
-              │  │                no run yet)  made the  │  └─fail──► failed ──┘ succeed (any
-              │  └──────release (never created)─┘ run)   │             │         run stored it)
-              │  └──────requeue (the run's record is gone)┘            │
-              └── ask again (backoff over; attempts left or permanent)─┘
+    ask/owe ──► requested ──submit──► requested ──launch──► launched ──succeed──► succeeded
+                 ▲  ▲  ▲             (run key,    (Dagster   │  │                  ▲
+                 │  │  │              no run yet)  made the  │  └─fail──► failed ──┘ succeed (any
+                 │  │  └──────release (never created)─┘ run) │             │         run stored it)
+                 │  └─────────requeue (the run's record is gone)┘          │
+                 └── retry (backoff over; attempts left, or in the healing horizon) / ask again ─┘
 
-Every transition is one guarded UPDATE (`WHERE status IN <its sources>`), so an illegal move
-(a succeeded minute turned into a failure by a late run-status report, say) cannot happen.
+A minute is owed for one of three reasons (`origin`): someone asked for it and nothing near it was
+stored (a 202), a past minute was answered from an earlier one (a stand-in), or the healer found it
+unpublished. Every transition is one guarded UPDATE (`WHERE status IN <its sources>`), so an
+illegal move (a succeeded minute turned into a failure by a late run-status report, say) cannot
+happen.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import Engine, and_, exists, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from warehouse.schema import backfill_requests, snapshots
 
@@ -41,12 +46,22 @@ class Status(StrEnum):
     FAILED = "failed"
 
 
+class Origin(StrEnum):
+    """Why a minute is owed."""
+
+    ASKED = "asked"  # GET / found nothing stored near it: answered 202
+    STAND_IN = "stand-in"  # GET / answered it from an earlier minute
+    HEALER = "healer"  # the request sensor found it unpublished in the healing horizon
+
+
 OPEN = (Status.REQUESTED, Status.LAUNCHED)
 # transition -> (the states it may start from, the state it leads to); None = no row yet.
 TRANSITIONS: dict[str, tuple[tuple[Status | None, ...], Status]] = {
     "ask": ((None, Status.FAILED), Status.REQUESTED),
     "submit": ((Status.REQUESTED,), Status.REQUESTED),
     "release": ((Status.REQUESTED,), Status.REQUESTED),
+    "owe": ((None,), Status.REQUESTED),
+    "retry": ((Status.FAILED,), Status.REQUESTED),
     "launch": ((Status.REQUESTED,), Status.LAUNCHED),
     "succeed": ((Status.REQUESTED, Status.LAUNCHED, Status.FAILED), Status.SUCCEEDED),
     "fail": ((Status.LAUNCHED,), Status.FAILED),
@@ -70,33 +85,47 @@ class BackfillRequest:
     run_key: str | None = None
     submitted_at: datetime | None = None
     permanent: bool = False
+    origin: str = Origin.ASKED
 
 
 @dataclass(frozen=True)
 class RequestPolicy:
-    """How many requests may be open, and how failed ones get another attempt."""
+    """How many asked requests may be open, and when a failed one gets another attempt."""
 
     max_pending: int = 1000
     max_attempts: int = 5
-    backoff: timedelta = timedelta(minutes=1)  # doubled after each failed attempt
+    backoff: timedelta = timedelta(minutes=1)  # doubled after each failed attempt...
+    max_backoff: timedelta = timedelta(minutes=5)  # ...up to this, so a healed fault is retried soon
+    # Minutes this recent are retried until they are published, whatever the attempts: an upstream
+    # outage longer than the attempts' backoff must not leave its minutes unhealed once it is over.
+    heal_horizon: timedelta = timedelta(hours=24)
 
     @classmethod
     def from_settings(cls, settings) -> RequestPolicy:
-        """The policy the settings module describes (BACKFILL_* variables)."""
+        """The policy the settings module describes (BACKFILL_* and HEAL_* variables)."""
         return cls(
             max_pending=settings.backfill_max_pending,
             max_attempts=settings.backfill_max_attempts,
             backoff=timedelta(seconds=settings.backfill_retry_backoff_seconds),
+            max_backoff=timedelta(seconds=settings.backfill_max_backoff_seconds),
+            heal_horizon=timedelta(hours=settings.heal_horizon_hours),
         )
 
-    def next_attempt(self, request: BackfillRequest) -> datetime | None:
-        """For a failed request: from when asking again queues another attempt (the backoff
-        doubles with each attempt made); None once the attempts are used up, or not failed.
-        A permanent failure (plan, key) is fixed by an operator, not by retrying: it never uses
-        up the attempts, and the attempt after it starts a new count (see `ask`)."""
-        if request.status != Status.FAILED or (request.attempts >= self.max_attempts and not request.permanent):
+    def heals(self, minute: datetime, now: datetime | None = None) -> bool:
+        """Whether `minute` lies in the healing horizon: retried, after a transient failure, until published."""
+        return minute >= (now or utcnow()) - self.heal_horizon
+
+    def next_attempt(self, request: BackfillRequest, now: datetime | None = None) -> datetime | None:
+        """For a failed request: from when another attempt is queued (by the request sensor, or by
+        asking again); the backoff doubles with each attempt made, up to `max_backoff`. None once the
+        attempts are used up outside the healing horizon, or when not failed. A permanent failure
+        (plan, key) is fixed by an operator, not by retrying: it never uses up the attempts, the
+        attempt after it starts a new count (see `ask`), and the sensor never retries it by itself."""
+        if request.status != Status.FAILED:
             return None
-        return request.updated_at + self.backoff * 2 ** max(0, request.attempts - 1)
+        if request.attempts >= self.max_attempts and not request.permanent and not self.heals(request.minute, now):
+            return None
+        return request.updated_at + min(self.backoff * 2 ** max(0, request.attempts - 1), self.max_backoff)
 
 
 class BackfillRequests:
@@ -117,12 +146,18 @@ class BackfillRequests:
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
 
-    def due(self, limit: int) -> list[BackfillRequest]:
-        """Requested minutes no run key has been handed out for yet, oldest minute first."""
+    def due(self, limit: int, before: datetime) -> list[BackfillRequest]:
+        """Requested minutes before `before` no run key has been handed out for yet: those asked for
+        (or stood in for) first, then the healer's, oldest minute first. A later minute is the live
+        schedule's to store; its request waits for it (the merge settles it) or until it is due."""
         query = (
             select(backfill_requests)
-            .where(backfill_requests.c.status == Status.REQUESTED, backfill_requests.c.run_key.is_(None))
-            .order_by(backfill_requests.c.minute)
+            .where(
+                backfill_requests.c.status == Status.REQUESTED,
+                backfill_requests.c.run_key.is_(None),
+                backfill_requests.c.minute < before,
+            )
+            .order_by(backfill_requests.c.origin == Origin.HEALER, backfill_requests.c.minute)
             .limit(limit)
         )
         return self._rows(query)
@@ -142,18 +177,19 @@ class BackfillRequests:
     def ask(self, minute: datetime, policy: RequestPolicy, now: datetime | None = None) -> BackfillRequest | None:
         """The request for `minute` after someone asked for it: new, re-queued (a failed one past
         its backoff with attempts left), or as it was (an open one is Dagster's to settle). None when `max_pending`
-        requests are already open. Serialized (an advisory lock on Postgres, a process lock
-        besides), so a burst never overshoots the bound."""
+        requests asked for are already open (the healer's and the stand-ins' are bounded by the
+        gaps themselves). Serialized (an advisory lock on Postgres, a process lock besides), so a
+        burst never overshoots the bound."""
         now = now or utcnow()
         with self._ask_lock, self.writer.begin() as conn:
             if self.engine.dialect.name == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(LOCK_KEY)))
             row = conn.execute(select(backfill_requests).where(backfill_requests.c.minute == minute)).first()
             current = BackfillRequest(**row._mapping) if row else None
-            if current is not None and not ((when := policy.next_attempt(current)) and when <= now):
+            if current is not None and not ((when := policy.next_attempt(current, now)) and when <= now):
                 return current
-            open_now = conn.execute(select(func.count()).where(backfill_requests.c.status.in_(OPEN))).scalar()
-            if open_now >= policy.max_pending:  # it would count as open (again)
+            asked = and_(backfill_requests.c.status.in_(OPEN), backfill_requests.c.origin == Origin.ASKED)
+            if conn.execute(select(func.count()).where(asked)).scalar() >= policy.max_pending:  # it would count
                 return None
             fresh = BackfillRequest(
                 minute,
@@ -161,6 +197,7 @@ class BackfillRequests:
                 current.requested_at if current else now,
                 now,
                 attempts=current.attempts if current and not current.permanent else 0,
+                origin=current.origin if current else Origin.ASKED,
             )
             if current is None:
                 conn.execute(insert(backfill_requests).values(**vars(fresh)))
@@ -171,6 +208,50 @@ class BackfillRequests:
                     .values(**{k: v for k, v in vars(fresh).items() if k not in ("minute", "requested_at")})
                 )
             return fresh
+
+    def owe(self, minutes: Iterable[datetime], origin: Origin, now: datetime | None = None) -> int:
+        """Record that these minutes are owed (a stand-in served for one, the healer found them
+        unpublished): a `requested` row for each that has none; an existing one is left as it is
+        (open, settled, or failed and retried by `retry`). Returns how many were new."""
+        now = now or utcnow()
+        rows = [vars(BackfillRequest(m, Status.REQUESTED, now, now, origin=origin)) for m in minutes]
+        if not rows:
+            return 0
+        dialect_insert = postgresql_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        statement = dialect_insert(backfill_requests).on_conflict_do_nothing().returning(backfill_requests.c.minute)
+        with self.writer.begin() as conn:  # RETURNING the rows inserted: drivers' rowcounts differ here
+            return len(conn.execute(statement, rows).all())
+
+    def retry(self, policy: RequestPolicy, now: datetime | None = None) -> int:
+        """Failed requests whose backoff is over go back to `requested`, as asking again would: those
+        with attempts left and, until they are published, those of the healing horizon. A permanent
+        failure waits for an operator to fix the plan or key and ask again. Returns how many moved."""
+        now = now or utcnow()
+        retryable = and_(
+            backfill_requests.c.status == Status.FAILED,
+            backfill_requests.c.permanent.is_(False),
+            or_(
+                backfill_requests.c.attempts < policy.max_attempts,
+                backfill_requests.c.minute >= now - policy.heal_horizon,
+            ),
+        )
+        due = [
+            r.minute
+            for r in self._rows(select(backfill_requests).where(retryable))
+            if policy.next_attempt(r, now) <= now
+        ]
+        moved = 0
+        for minutes in (due[i : i + 1000] for i in range(0, len(due), 1000)):
+            moved += self._move(
+                "retry",
+                backfill_requests.c.minute.in_(minutes),
+                now=now,
+                error=None,
+                run_key=None,
+                submitted_at=None,
+                run_id=None,
+            )
+        return moved
 
     def submit(self, first: datetime, last: datetime, run_key: str, now: datetime | None = None) -> int:
         """Hand the due minutes first..last to Dagster under `run_key` (one more attempt); they stay

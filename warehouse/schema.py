@@ -31,6 +31,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     false,
+    text,
 )
 
 
@@ -127,6 +128,9 @@ fetches = Table(
     Column("records", Integer, nullable=False),
     Column("rejected", Integer, nullable=False),
     Column("fetched_at", UTCDateTime, nullable=False),
+    # The blocking checks that refused to publish the minute merged from this capture (the merge sets
+    # it): a refused live capture is fetched again, never kept (README, "Live minutes are kept").
+    Column("refused", Text),
 )
 
 rankings = Table(
@@ -159,6 +163,8 @@ snapshots = Table(
     Column("cmc_ids", PackedArray("i"), nullable=False),
     Column("prices_usd", PackedArray("d"), nullable=False),
     Column("volumes_24h_usd", PackedArray("d"), nullable=False),
+    # The healer heals from the first minute captured live: found in a tiny index, not a scan of the year.
+    Index("ix_toplist_snapshots_live", "minute", postgresql_where=text("live"), sqlite_where=text("live = 1")),
     # Up to 4 KB stays in the row: at depth 200 one value goes to TOAST, not two (README, "Storage").
     postgresql_with={"toast_tuple_target": TOAST_TUPLE_TARGET},
 )
@@ -178,6 +184,8 @@ backfill_requests = Table(
     Column("submitted_at", UTCDateTime),  # when that run key was handed over
     # failed for a reason retrying cannot fix (the backoff before another attempt counts from updated_at)
     Column("permanent", Boolean, nullable=False, server_default=false()),
+    # Why the minute is owed: asked (a 202), stand-in (a past minute served from an earlier one) or healer.
+    Column("origin", String(16), nullable=False, server_default="asked"),
     Index("ix_backfill_requests_status", "status", "minute"),
     Index("ix_backfill_requests_run_key", "run_key"),
 )

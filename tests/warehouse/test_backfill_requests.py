@@ -7,12 +7,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.api.conftest import seed_snapshot
-from warehouse.requests import NO_DATA_ERROR, RequestPolicy
+from warehouse.requests import NO_DATA_ERROR, Origin, RequestPolicy
 from warehouse.store import Warehouse
 
 MINUTE = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 NEXT = MINUTE + timedelta(minutes=1)
 NOW = datetime.now(UTC).replace(microsecond=0)  # the wall clock: launch() stamps with it too
+LATER = NEXT + timedelta(days=1)  # every minute of the tests is due before it
 POLICY = RequestPolicy(max_pending=10, max_attempts=3, backoff=timedelta(minutes=1))
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
@@ -43,9 +44,9 @@ def test_ask_records_a_request_within_the_bound(requests):
 def test_submit_hands_due_minutes_to_one_run_key(requests):
     for minute in (MINUTE, NEXT):
         requests.ask(minute, POLICY, NOW)
-    assert [r.minute for r in requests.due(10)] == [MINUTE, NEXT]
+    assert [r.minute for r in requests.due(10, LATER)] == [MINUTE, NEXT]
     assert requests.submit(MINUTE, NEXT, "key-1", NOW) == 2
-    assert requests.due(10) == []
+    assert requests.due(10, LATER) == []
     submitted = requests.get(MINUTE)
     assert (submitted.status, submitted.run_key, submitted.submitted_at, submitted.run_id, submitted.attempts) == (
         "requested", "key-1", NOW, None, 1,
@@ -67,7 +68,7 @@ def test_release_returns_a_never_created_run_to_requested(requests):
     assert requests.release("key-1") == 1
     request = requests.get(MINUTE)
     assert (request.status, request.run_key, request.attempts) == ("requested", None, 0)  # no attempt was made
-    assert [r.minute for r in requests.due(10)] == [MINUTE]
+    assert [r.minute for r in requests.due(10, LATER)] == [MINUTE]
 
 
 def test_succeed_when_the_merge_serves_the_minute_from_any_unsettled_state(requests, database_url):
@@ -145,7 +146,7 @@ def test_asking_for_an_open_request_never_starts_it_over(requests):
         assert before.status == status
         assert requests.ask(minute, POLICY, NOW + timedelta(days=1)) == before
         assert requests.get(minute) == before  # same key, same run: nothing to launch again
-    assert requests.due(10) == []
+    assert requests.due(10, LATER) == []
 
 
 def test_a_permanent_failure_never_uses_up_the_attempts(requests):
@@ -183,3 +184,58 @@ def test_a_run_failing_for_a_minute_another_run_stored_makes_it_succeed(requests
     served, unserved = requests.get(MINUTE), requests.get(NEXT)
     assert (served.status, served.error, served.run_key) == ("succeeded", None, None)
     assert (unserved.status, unserved.error) == ("failed", "coinmarketcap: HTTP 503")
+
+
+def test_owe_records_each_new_minute_once_beyond_the_bound_of_asked_ones(requests):
+    """Stand-ins and the healer owe minutes without the API's bound (the gaps bound them); an owed
+    minute already requested, settled or failed is left as it is; asked requests alone count."""
+    full = RequestPolicy(max_pending=1)
+    assert requests.owe([MINUTE, NEXT], Origin.HEALER, NOW) == 2
+    assert requests.owe([MINUTE], Origin.STAND_IN, NOW) == 0  # already owed: unchanged
+    assert (requests.get(MINUTE).status, requests.get(MINUTE).origin) == ("requested", "healer")
+    assert requests.ask(MINUTE + timedelta(minutes=5), full, NOW).origin == "asked"  # the healer's do not count
+    assert requests.ask(MINUTE + timedelta(minutes=6), full, NOW) is None  # the asked one does
+
+
+def test_due_minutes_wait_for_the_live_window_and_asked_ones_go_first(requests):
+    """A minute the live schedule may still store is not handed to a backfill run; among the due,
+    a person's requests go before the healer's."""
+    healed, asked, live = MINUTE, NEXT, NEXT + timedelta(minutes=1)
+    requests.owe([healed], Origin.HEALER, NOW)
+    requests.ask(asked, POLICY, NOW)
+    requests.owe([live], Origin.STAND_IN, NOW)
+    assert [r.minute for r in requests.due(10, live)] == [asked, healed]
+    assert [r.minute for r in requests.due(1, live)] == [asked]
+
+
+def test_retry_requeues_transient_failures_after_their_backoff_by_itself(requests):
+    launched(requests, MINUTE, NEXT)
+    requests.fail("key-1", "upstream down", False, NOW)
+    assert requests.retry(POLICY, NOW + timedelta(seconds=59)) == 0  # its backoff is not over
+    assert requests.retry(POLICY, NOW + timedelta(minutes=1)) == 2
+    again = requests.get(MINUTE)
+    assert (again.status, again.attempts, again.error, again.run_key) == ("requested", 1, None, None)
+    assert again.run_id is None
+    launched(requests, MINUTE, key="key-2")
+    requests.fail("key-2", "CMC error 1006: plan", True, NOW)
+    assert requests.retry(POLICY, NOW + timedelta(days=1)) == 0  # a permanent failure waits for an operator
+
+
+def test_the_backoff_stops_growing_and_the_horizon_is_retried_until_published(requests):
+    """Outside the healing horizon a minute gets max_attempts; inside it, a fault longer than the
+    attempts would otherwise leave it owed for ever, so it is retried at most max_backoff apart."""
+    policy = RequestPolicy(max_attempts=2, backoff=timedelta(minutes=1), max_backoff=timedelta(minutes=3))
+    recent = NOW.replace(second=0) - timedelta(hours=1)
+    for minute in (MINUTE, recent):
+        for attempt in range(1, 5):
+            launched(requests, minute, key=f"key-{minute:%H%M}-{attempt}")
+            failed_at = NOW + timedelta(hours=attempt)
+            requests.fail(f"key-{minute:%H%M}-{attempt}", "upstream down", False, failed_at)
+            failed = requests.get(minute)
+            backoff = policy.next_attempt(failed, failed_at)
+            if minute == MINUTE and attempt >= 2:
+                assert backoff is None and requests.retry(policy, failed_at + timedelta(days=1)) == 0
+                break
+            assert backoff - failed_at == min(timedelta(minutes=2 ** (attempt - 1)), timedelta(minutes=3))
+            assert requests.retry(policy, backoff) == 1
+    assert requests.get(recent).attempts == 4 and requests.get(MINUTE).attempts == 2
