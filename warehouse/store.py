@@ -15,7 +15,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, and_, case, create_engine, delete, event, func, insert, or_, select, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -42,9 +56,14 @@ T = TypeVar("T")
 LOCK_HOURS = text("SELECT count(pg_advisory_xact_lock(:namespace, h)) FROM generate_series(:first, :last) AS h")
 
 
-def blocked_error(failed_checks: Sequence[str]) -> str:
-    """The error a request records when its minute failed blocking checks."""
-    return f"blocked by failed checks: {', '.join(failed_checks)}"
+def blocked_error(minute: datetime, failed_checks: Sequence[str]) -> str:
+    """The error a request records when its minute failed blocking checks, with the way out."""
+    key = minute.strftime("%Y-%m-%d-%H:%M")
+    return (
+        f"blocked by failed checks: {', '.join(failed_checks)}. The capture is refused, never kept: the minute is "
+        "fetched again from the historical endpoints, by itself within HEAL_HORIZON_HOURS, else by asking for it "
+        f"again or with `python -m scripts.backfill_range {key}...{key}`"
+    )
 
 
 def utcnow() -> datetime:
@@ -387,10 +406,6 @@ class Warehouse:
             }
             publishable = [m for m in quality if m in provenance and m not in blocked]
             held_back = [m for m in quality if m not in publishable]
-            # Only minutes about to be published are replaced: one without raw rows (never
-            # fetched, or pruned after RAW_RETENTION_DAYS) keeps the snapshot it is served from.
-            for minutes in _chunks(publishable, 1000):
-                conn.execute(delete(snapshots).where(snapshots.c.minute.in_(minutes)))
             lists: dict[datetime, TopList] = {}
             served_rows = (
                 select(served.c.minute, served.c.cmc_id, served.c.price_usd, served.c.volume_24h_usd)
@@ -399,7 +414,7 @@ class Warehouse:
             )
             for minute, cmc_id, price, volume in conn.execute(served_rows):
                 lists.setdefault(minute, TopList()).append(cmc_id, price, volume)
-            stored = [
+            merged = [
                 Snapshot(
                     minute=minute,
                     row_count=quality[minute].rows,
@@ -410,12 +425,41 @@ class Warehouse:
                 )
                 for minute in publishable
             ]
-            if stored:
-                conn.execute(insert(snapshots), [{**vars(s), **vars(lists.get(s.minute, EMPTY_LIST))} for s in stored])
+            stored = self._publish(conn, merged, lists)
+            for minute, failed in blocked.items():  # a refused capture is fetched again, never kept
+                conn.execute(update(fetches).where(fetches.c.minute == minute).values(refused=", ".join(failed)))
             settle(
-                conn, start, end, run_id, run_key, {minute: blocked_error(failed) for minute, failed in blocked.items()}
+                conn,
+                start,
+                end,
+                run_id,
+                run_key,
+                {minute: blocked_error(minute, failed) for minute, failed in blocked.items()},
             )
         return Merge(stored, quality, blocked)
+
+    @staticmethod
+    def _publish(conn, merged: list[Snapshot], lists: dict[datetime, TopList]) -> list[Snapshot]:
+        """Replace the snapshots of the merged minutes, but leave a minute whose stored snapshot is
+        already exactly this (its raw rows kept, merged again by a range): its `created_at`, and so
+        the API's Last-Modified and every cache of it, stay as they were. Returns what is served now."""
+        current = {}
+        for minutes in _chunks([s.minute for s in merged], 1000):
+            rows = conn.execute(select(*SNAPSHOT_FIELDS, *TOP_LIST_FIELDS).where(snapshots.c.minute.in_(minutes)))
+            current.update((row.minute, row) for row in rows)
+        served, changed = [], []
+        for snapshot in merged:
+            row = {**vars(snapshot), **vars(lists.get(snapshot.minute, EMPTY_LIST))}
+            stored = current.get(snapshot.minute)
+            if stored is not None and all(stored._mapping[k] == v for k, v in row.items() if k != "created_at"):
+                served.append(Snapshot(*stored[: len(SNAPSHOT_FIELDS)]))
+            else:
+                served.append(snapshot)
+                changed.append(row)
+        for rows in _chunks(changed, 1000):
+            conn.execute(delete(snapshots).where(snapshots.c.minute.in_([row["minute"] for row in rows])))
+            conn.execute(insert(snapshots), rows)
+        return served
 
     @staticmethod
     def _provenance(conn, start: datetime, end: datetime) -> dict[datetime, dict]:
@@ -467,9 +511,12 @@ class Warehouse:
         """The minutes in [start, end) captured live: a snapshot from the latest endpoints (its raw
         rows may be pruned since), or both datasets' raw rows fetched from them. A reconstruction
         would differ. A minute with one dataset only from them (the other upstream failed for the
-        live window) has nothing live to serve: keeping it would leave it without a snapshot."""
+        live window), or whose live capture the blocking checks refused, has nothing live to serve:
+        keeping it would leave it without a snapshot for ever."""
         in_window = and_(snapshots.c.minute >= start, snapshots.c.minute < end)
-        latest = and_(fetches.c.mode == "latest", fetches.c.minute >= start, fetches.c.minute < end)
+        latest = and_(
+            fetches.c.mode == "latest", fetches.c.refused.is_(None), fetches.c.minute >= start, fetches.c.minute < end
+        )
         both_latest = (
             select(fetches.c.minute).where(latest).group_by(fetches.c.minute).having(func.count() == len(FETCHED))
         )

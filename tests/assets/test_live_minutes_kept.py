@@ -4,7 +4,6 @@ or a HISTORY_START move) keeps its raw rows and snapshot, and says so in metadat
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -45,14 +44,16 @@ def test_a_range_keeps_the_minutes_captured_live_unless_forced(emulator, databas
     store = Warehouse(database_url)
     materialize(live, live)
     assert modes(store, live) == {"latest"}
-    # What was captured; a merge from the same raw rows may write it again with a new created_at.
-    captured = replace(store.snapshot_at_or_before(live, timedelta(minutes=1)), created_at=None)
+    captured = store.snapshot_at_or_before(live, timedelta(minutes=1))
     assert captured.live
     served = store.snapshot_rows(live, 20)
 
     over_raw_rows = materialize(live - timedelta(minutes=1), live)  # a range: from the historical endpoints
 
     assert modes(store, live) == {"latest"} and store.snapshot_rows(live, 20) == served
+    # Merged again from the same raw rows, the snapshot is left as it was: its created_at (the
+    # API's Last-Modified) included.
+    assert store.snapshot_at_or_before(live, timedelta(minutes=1)) == captured
     assert modes(store, live - timedelta(minutes=1)) == {"historical"}  # the rest of the range is stored
     assert kept_live(over_raw_rows, "prices") == kept_live(over_raw_rows, "rankings") == 1
 
@@ -60,7 +61,7 @@ def test_a_range_keeps_the_minutes_captured_live_unless_forced(emulator, databas
     over_snapshot = materialize(live - timedelta(minutes=1), live)
 
     assert kept_live(over_snapshot, "prices") == kept_live(over_snapshot, "top_assets") == 1
-    assert replace(store.snapshot_at_or_before(live, timedelta(minutes=1)), created_at=None) == captured
+    assert store.snapshot_at_or_before(live, timedelta(minutes=1)) == captured
     assert store.snapshot_rows(live, 20) == served and modes(store, live) == set()
 
     forced = materialize(live - timedelta(minutes=1), live, replace_live_minutes=True)
@@ -95,3 +96,34 @@ def test_a_minute_captured_live_in_part_is_filled_by_a_range(emulator, database_
     assert modes(store, live) == {"historical"} and len(store.snapshot_rows(live, 20)) == 20
     reconstructed = store.snapshot_at_or_before(live, timedelta(minutes=1))
     assert reconstructed.minute == live and not reconstructed.live
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_a_live_capture_the_checks_refused_is_fetched_again_not_kept(emulator, database_url, dagster_instance):
+    """A truncated quotes answer (half the ranked ids priced) is rightly refused by `row_count`.
+    Kept as a live capture, it would fail the same check in every later run: it is marked refused,
+    and a range over it (a healer's request, `scripts.backfill_range`) fetches it from the
+    historical endpoints instead."""
+    live = this_minute() - timedelta(minutes=1)
+    store = Warehouse(database_url)
+
+    def materialize(first: datetime, last: datetime) -> dg.ExecuteInProcessResult:
+        tags = {RANGE_START: first.strftime(MINUTE_FORMAT), RANGE_END: last.strftime(MINUTE_FORMAT)}
+        chosen = resources(emulator.url, database_url, depth=20, ranking_depth=30)
+        return dg.materialize(ASSETS, resources=chosen, instance=dagster_instance, tags=tags, raise_on_error=False)
+
+    materialize(live - timedelta(minutes=1), live - timedelta(minutes=1))  # a ranking to choose candidates from
+    emulator.set_faults({"cmc_quotes_latest": {"kind": "truncated"}})
+    refused = materialize(live, live)
+    emulator.set_faults({})
+
+    assert not refused.success and modes(store, live) == {"latest"} and store.snapshot_rows(live, 20) == []
+    with store.engine.connect() as conn:
+        marks = conn.execute(select(fetches.c.dataset, fetches.c.refused).where(fetches.c.minute == live)).all()
+    assert sorted(marks) == [("prices", "row_count"), ("rankings", "row_count")]
+    assert store.captured_live(live, live + timedelta(minutes=1)) == []
+
+    healed = materialize(live - timedelta(minutes=1), live)
+
+    assert healed.success and modes(store, live) == {"historical"}
+    assert len(store.snapshot_rows(live, 20)) == 20 and not store.snapshot_at_or_before(live, timedelta(minutes=1)).live

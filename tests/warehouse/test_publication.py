@@ -48,8 +48,8 @@ def test_empty_prices_block_the_minute_and_the_nearest_good_one_is_served(databa
     assert served_rows(store, MINUTE) == []
     assert store.snapshot_at_or_before(MINUTE, TOLERANCE).minute == GOOD
     request = store.requests.get(MINUTE)
-    assert (request.status, request.error) == ("failed", blocked_error(["row_count"]))
-    assert "row_count" in request.error
+    assert (request.status, request.error) == ("failed", blocked_error(MINUTE, ["row_count"]))
+    assert "row_count" in request.error and "scripts.backfill_range 2026" in request.error
 
 
 @BACKENDS
