@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from api.problems import ProblemError, problem_responses
 from common.settings import Settings
 from warehouse.migrate import schema_problem
-from warehouse.requests import BackfillRequest, RequestPolicy, Status
+from warehouse.requests import BackfillRequest, Origin, RequestPolicy, Status
 from warehouse.store import Snapshot, Warehouse
 
 CSV_HEADER = ("Rank", "Symbol", "Price USD")
@@ -117,6 +117,7 @@ def minute_url(minute: datetime) -> str:
 
 
 GZIP_MINIMUM_BYTES = 1024  # smaller bodies are sent as they are (the GZipMiddleware threshold for other routes)
+STALE_HEADER = (b"x-stale", b"database unavailable: the answer this process held for it")
 VARY = "Accept, Accept-Encoding"
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -260,7 +261,13 @@ class Resolved:
     snapshot: Snapshot
     rendered: Rendered
     until: float
-    cache_control: tuple[bytes, bytes] | None  # the header, when it does not move with the clock (not "now")
+    # Cache-Control (when it does not move with the clock: not "now") and, for a stand-in, the owed minute.
+    headers: RawHeaders | None
+
+    def holds_the_answer(self, is_now: bool, now: datetime) -> bool:
+        """Whether this is still the right answer, though it cannot be looked up again: the very minute
+        asked for, and for "now" only while that minute lasts (a stand-in is not: its minute may have landed)."""
+        return self.snapshot.minute == self.minute and (not is_now or minute_of(now) == self.minute)
 
 
 class Memo(dict):
@@ -370,6 +377,9 @@ class ToplistService:
         # (ToplistQuery, format) -> Resolved
         self.resolutions = Memo(min(MEMO_ENTRIES, self.bodies.maxsize))
         self.queries = Memo(MEMO_ENTRIES)  # raw query string -> the ToplistQuery FastAPI validated from it
+        # After the database failed to answer, held answers are served without asking it again until
+        # then (time.monotonic): during an outage one request a second waits for the deadline, not all.
+        self.unavailable_until = 0.0
 
     async def db(self, fn, *args):
         """Run a warehouse call in the threadpool under the configured deadline."""
@@ -377,6 +387,7 @@ class ToplistService:
             return await asyncio.wait_for(run_in_threadpool(fn, *args), self.settings.api_db_timeout_seconds)
         except (TimeoutError, SQLAlchemyError, OSError) as error:
             await self.raise_if_schema_not_ready(error)
+            self.unavailable_until = time.monotonic() + RESOLVE_SECONDS
             raise ProblemError(
                 503,
                 "Database unavailable",
@@ -448,10 +459,23 @@ class ToplistService:
         if query.moment is None:  # "now" moves to the next minute at its start
             until = min(until, clock + (minute + timedelta(minutes=1) - now).total_seconds())
         fixed = None
-        if query.moment is not None:  # a given minute's policy is the same at every moment: computed once
-            fixed = (b"cache-control", cache_control(snapshot, minute, False, now, self.settings).encode())
+        if query.moment is not None:  # a given minute's headers are the same at every moment: computed once
+            fixed = [(b"cache-control", cache_control(snapshot, minute, False, now, self.settings).encode())]
+            if snapshot.minute != minute and minute >= self.settings.history_start:
+                fixed += await self.owe(minute)
         resolved = self.resolutions[query, fmt] = Resolved(minute, snapshot, rendered, until, fixed)
         return resolved
+
+    async def owe(self, minute: datetime) -> RawHeaders:
+        """A past minute answered from an earlier one is owed: recorded as a request (a stand-in's,
+        launched once its live window is over), and named in the answer with where to follow it."""
+        requests = self.store.requests
+        if await self.db(requests.get, minute) is None:  # a read first: the write waits for SQLite's lock
+            await self.db(requests.owe, [minute], Origin.STAND_IN)
+        return [
+            (b"x-owed-minute", minute.isoformat().replace("+00:00", "Z").encode()),
+            (b"x-owed-backfill", f"/backfills/{minute_url(minute)}".encode()),
+        ]
 
     async def answer(self, query: ToplistQuery, headers: RawHeaders) -> Answer:
         """The answer to `GET /` from a stored snapshot, given the request's raw headers; NotStored if none."""
@@ -465,17 +489,41 @@ class ToplistService:
                 if_none_match = if_none_match or value.decode("latin-1")
         fmt = query.format or (preferred_format(accept) if accept else "json")
         resolved = self.resolutions.get((query, fmt))
+        stale = False
         if resolved is None or resolved.until <= time.monotonic():
-            resolved = await self.resolve(query, fmt)
+            resolved, stale = await self.resolve_or_hold(query, fmt, resolved)
         rendered = resolved.rendered
         chosen = rendered.gzip if rendered.gzip and encoding and accepts(encoding, "gzip") else rendered.identity
-        policy = resolved.cache_control or (
-            b"cache-control",
-            cache_control(resolved.snapshot, resolved.minute, True, datetime.now(UTC), self.settings).encode(),
-        )
+        headers = resolved.headers or [
+            (
+                b"cache-control",
+                cache_control(resolved.snapshot, resolved.minute, True, datetime.now(UTC), self.settings).encode(),
+            )
+        ]
+        if stale:
+            headers = [*headers, STALE_HEADER]
         if if_none_match and etag_matches(if_none_match, chosen.etag):
-            return Answer(304, [*chosen.not_modified_headers, policy], b"")
-        return Answer(200, [*chosen.ok_headers, policy], chosen.body)
+            return Answer(304, [*chosen.not_modified_headers, *headers], b"")
+        return Answer(200, [*chosen.ok_headers, *headers], chosen.body)
+
+    async def resolve_or_hold(self, query: ToplistQuery, fmt: str, held: Resolved | None) -> tuple[Resolved, bool]:
+        """The query resolved anew, or, while the database does not answer, the answer this process
+        holds for it if that is still the right one (stale-if-error; marked so): a stored minute, or
+        "now" within its minute. Otherwise the outage's 503. After a failure, one request probes the
+        database again at a time (each second at most) while the others are answered from what is held."""
+        can_hold = held is not None and held.holds_the_answer(query.moment is None, datetime.now(UTC))
+        if can_hold and time.monotonic() < self.unavailable_until:
+            return held, True
+        if self.unavailable_until:  # this request probes: the held answers go on meanwhile
+            self.unavailable_until = time.monotonic() + self.settings.api_db_timeout_seconds + RESOLVE_SECONDS
+        try:
+            resolved = await self.resolve(query, fmt)
+        except ProblemError as error:
+            if error.status == 503 and can_hold and self.unavailable_until:
+                return held, True
+            raise
+        self.unavailable_until = 0.0
+        return resolved, False
 
 
 def get_service(request: Request) -> ToplistService:
@@ -487,11 +535,28 @@ Service = Annotated[ToplistService, Depends(get_service)]
 
 router = APIRouter()
 
+
+def header(description: str) -> dict:
+    return {"description": description, "schema": {"type": "string"}}
+
+
 TOPLIST_RESPONSES = {
     200: {
         "model": Toplist,
         "description": "The snapshot, as JSON or as CSV (`Rank,Symbol,Price USD`).",
         "content": {"text/csv": {"schema": {"type": "string"}}},
+        "headers": {
+            "X-Snapshot-Time": header("The minute of the snapshot served (UTC)."),
+            "X-Owed-Minute": header(
+                "Only on a stand-in (an earlier snapshot served for a past minute not stored yet): the minute "
+                "asked for, which is owed: recorded as a backfill request and published when it is fetched."
+            ),
+            "X-Owed-Backfill": header("With X-Owed-Minute: the status of that minute's request (/backfills/{minute})."),
+            "X-Stale": header(
+                "The warehouse did not answer: this is the answer this process held for the same query (a "
+                "stored minute, or now within its minute)."
+            ),
+        },
     },
     202: {"model": BackfillStatus, "description": "Not stored yet: a backfill was requested (see Location)."},
     304: {"description": "Not modified (the If-None-Match request header matched the ETag)."},
@@ -573,19 +638,33 @@ async def missing_snapshot(service: ToplistService, minute: datetime, is_now: bo
 
 
 def next_step(request: BackfillRequest, policy: RequestPolicy) -> str:
-    attempt = f"attempt {1 if request.permanent else request.attempts + 1} of {policy.max_attempts}"
+    """What happens next to a request, in words (BackfillStatus.detail)."""
     if request.status == Status.REQUESTED:
         current = request.attempts if request.run_key else request.attempts + 1  # handed over: counted
-        return f"Waiting for a run (attempt {current} of {policy.max_attempts})."
+        return f"Waiting for a run ({attempt_of(current, request, policy)})."
     if request.status == Status.LAUNCHED:
-        return f"Run {request.run_id} is storing this minute (attempt {request.attempts} of {policy.max_attempts})."
+        return f"Run {request.run_id} is storing this minute ({attempt_of(request.attempts, request, policy)})."
     if request.status == Status.SUCCEEDED:
         return "Stored: see snapshot_url."
-    cause = "It failed for a reason a retry cannot fix (see error): fix it, then ask" if request.permanent else "Ask"
     if (next_attempt := policy.next_attempt(request)) is None:
-        return f"It failed; all {policy.max_attempts} attempts are used, none is left."
+        key = request.minute.strftime("%Y-%m-%d-%H:%M")
+        return (
+            f"It failed; all {policy.max_attempts} attempts are used, none is left: "
+            f"`python -m scripts.backfill_range {key}...{key}` fetches it."
+        )
     when = next_attempt.isoformat().replace("+00:00", "Z")
-    return f"{cause} for the minute again from {when} to queue {attempt}."
+    if request.permanent:
+        return (
+            "It failed for a reason a retry cannot fix (see error): fix it, then ask for the minute again "
+            f"from {when} to queue attempt 1 of {policy.max_attempts}."
+        )
+    return f"It failed (see error); {attempt_of(request.attempts + 1, request, policy)} is queued by itself at {when}."
+
+
+def attempt_of(number: int, request: BackfillRequest, policy: RequestPolicy) -> str:
+    if policy.heals(request.minute):
+        return f"attempt {number}; retried until it is published, as every minute of the last HEAL_HORIZON_HOURS"
+    return f"attempt {number} of {policy.max_attempts}"
 
 
 def status_of(request: BackfillRequest, policy: RequestPolicy) -> BackfillStatus:

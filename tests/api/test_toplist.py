@@ -10,7 +10,9 @@ from decimal import Decimal
 import pytest
 
 from api.toplist import render
+from common.settings import Settings
 from tests.api.conftest import MARKET, seed_snapshot, store_upstream, this_minute
+from warehouse.coverage import HealingHorizon
 from warehouse.requests import RequestPolicy
 from warehouse.store import Snapshot
 
@@ -206,14 +208,29 @@ def test_backfill_status_errors_name_the_minute_in_the_path(api, store):
     assert too_long.status_code == 422 and too_long.json()["detail"].startswith("minute: String should have at most")
 
 
-def test_missing_minute_within_tolerance_serves_the_previous_snapshot(api, store):
+def test_missing_minute_within_tolerance_serves_the_previous_snapshot_and_owes_the_minute(api, store):
+    """A stand-in is no silent substitute: the minute asked for is recorded as owed (a request of
+    its own, launched like any other) and the answer names it and where to follow it."""
     minute = this_minute() - timedelta(minutes=20)
     seed_snapshot(store, minute)
+    asked = minute + timedelta(minutes=2)
     with api(api_tolerance_minutes=2) as server:
-        near = server.get("/", params={"datetime": iso(minute + timedelta(minutes=2)), "limit": 1})
+        near = server.get("/", params={"datetime": iso(asked), "limit": 1})
+        again = server.get("/", params={"datetime": iso(asked), "limit": 1})  # the fast path: the same answer
+        exact = server.get("/", params={"datetime": iso(minute), "limit": 1})
+        owed = server.get(near.headers["x-owed-backfill"])
         far = server.get("/", params={"datetime": iso(minute + timedelta(minutes=3)), "limit": 1})
     assert near.status_code == 200 and near.headers["x-snapshot-time"] == iso(minute)
     assert near.headers["cache-control"] == "public, no-cache"
+    assert near.headers["x-owed-minute"] == iso(asked)
+    assert near.headers["x-owed-backfill"] == "/backfills/" + asked.strftime("%Y-%m-%dT%H:%MZ")
+    assert (again.headers["x-owed-minute"], again.headers["x-owed-backfill"]) == (
+        near.headers["x-owed-minute"], near.headers["x-owed-backfill"],
+    )  # fmt: skip
+    assert "x-owed-minute" not in exact.headers and "x-owed-backfill" not in exact.headers
+    request = store.requests.get(asked)
+    assert (request.status, request.origin) == ("requested", "stand-in")
+    assert owed.status_code == 200 and owed.json()["status"] == "requested"
     assert far.status_code == 202
 
 
@@ -241,8 +258,9 @@ def attempt(store, minute: datetime, key: str, error: str, permanent: bool, fail
 
 def test_a_failed_backfill_says_why_and_when_asking_again_queues_another_attempt(api, store):
     """A permanent failure (the plan) after the transient ones used up the attempts is no dead end:
-    the answer says when the next attempt is allowed, and asking then starts a new count."""
-    minute, now = this_minute() - timedelta(hours=3), datetime.now(UTC)
+    the answer says when the next attempt is allowed, and asking then starts a new count. (A minute
+    older than the healing horizon: its attempts are bounded.)"""
+    minute, now = this_minute() - timedelta(hours=30), datetime.now(UTC)
     policy = RequestPolicy(max_attempts=2, backoff=timedelta(seconds=120))
     with api(backfill_retry_backoff_seconds=120, backfill_max_attempts=2) as server:
         first = server.get("/", params={"datetime": iso(minute)})
@@ -269,6 +287,21 @@ def test_a_failed_backfill_says_why_and_when_asking_again_queues_another_attempt
     # transient failures only: bounded, and the answer promises no next attempt
     assert exhausted.status_code == 202 and "retry-after" not in exhausted.headers
     assert exhausted.json()["next_attempt_at"] is None and "none is left" in exhausted.json()["detail"]
+    assert f"scripts.backfill_range {minute:%Y-%m-%d-%H:%M}...{minute:%Y-%m-%d-%H:%M}" in exhausted.json()["detail"]
+
+
+def test_a_minute_of_the_healing_horizon_is_retried_by_itself_past_its_attempts(api, store):
+    minute, now = this_minute() - timedelta(hours=3), datetime.now(UTC)
+    with api(backfill_retry_backoff_seconds=60, backfill_max_backoff_seconds=300, backfill_max_attempts=2) as server:
+        location = server.get("/", params={"datetime": iso(minute)}).headers["location"]
+        for number in (1, 2, 3):
+            attempt(store, minute, f"key-{number}", "coinmarketcap: HTTP 503", False, now)
+            if number < 3:
+                store.requests.retry(RequestPolicy(max_attempts=2), now + timedelta(hours=1))
+        status = server.get(location).json()
+    assert (status["status"], status["attempts"]) == ("failed", 3)
+    assert datetime.fromisoformat(status["next_attempt_at"]) == now + timedelta(seconds=240)  # doubled, under the cap
+    assert "attempt 4; retried until it is published" in status["detail"] and "queued by itself" in status["detail"]
 
 
 def test_pending_backfills_are_bounded(api, store):
@@ -317,15 +350,19 @@ def test_health_readiness_and_metrics(api, store):
     with api(api_ready_max_age_seconds=120) as server:
         assert server.get("/healthz").json() == {"status": "ok"}
         not_ready = server.get("/readyz")
-        seed_snapshot(store, this_minute() - timedelta(minutes=5))
+        seed_snapshot(store, this_minute() - timedelta(minutes=10))  # live, then nothing for 10 minutes
         stale = server.get("/readyz")
         seed_snapshot(store, this_minute())
         ready = server.get("/readyz")
         metrics = server.get("/metrics").text
+        owed = HealingHorizon.from_settings(Settings()).owed(store, datetime.now(UTC))
         docs, redoc = server.get("/docs"), server.get("/redoc")
     assert not_ready.status_code == 503 and "no snapshot" in not_ready.json()["detail"]
     assert stale.status_code == 503 and "old" in stale.json()["detail"]
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    # minutes 9 to 5 ago are past their live window and its grace, and not published: owed
+    assert len(owed) == 5 and ready.json()["owed_minutes"] == 5 and ready.json()["oldest_owed_minute"] == iso(owed[0])
+    assert "toplist_owed_minutes 5.0" in metrics
     assert 'api_requests_total{path="/readyz",status="503"} 2.0' in metrics
     assert docs.status_code == redoc.status_code == 200
 
