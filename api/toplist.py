@@ -74,6 +74,10 @@ class BackfillStatus(BaseModel):
         default=None, description="Failed: from when asking for the minute again queues another attempt."
     )
     snapshot_url: str | None = Field(default=None, description="Where the snapshot is served once it succeeded.")
+    origin: str = Field(
+        description="Why the minute is owed: asked (answered 202), stand-in (answered from an earlier minute) or "
+        "healer (found unpublished in the last HEAL_HORIZON_HOURS)."
+    )
 
 
 # A leap second (`23:59:60`, `235960`): Python's datetime has no second 60.
