@@ -16,9 +16,12 @@ import httpx
 import pytest
 
 from common.settings import Settings
+from crypto_pipeline.history import minutes_in
 from emulator.market import Market
 from scripts.run_stack import PRODUCTION_INSTANCE, Stack, postgres_instance_env, stack_environment
+from tests.api.conftest import seed_snapshot
 from tests.conftest import free_port
+from warehouse.coverage import HealingHorizon, unpublished
 from warehouse.store import Warehouse
 
 MARKET = Market(3000)
@@ -35,13 +38,21 @@ def poll_status(api: str, location: str, wanted: set[str], timeout: float = 240)
 
 
 @pytest.fixture
-def stack(emulator, database_url, tmp_path):
+def stack_settings() -> dict[str, str]:
+    """Settings the stack runs with beyond the fixture's own; a test parametrizes it to change them.
+    No healing: the tests of requests follow only the minutes they ask for."""
+    return {"HEAL_HORIZON_HOURS": "0"}
+
+
+@pytest.fixture
+def stack(emulator, database_url, tmp_path, stack_settings):
     """`make run`'s stack on free ports, Dagster's instance on the same backend as the warehouse."""
     env, _ = stack_environment({"PATH": os.environ["PATH"]})
     home = tmp_path / "dagster"
     home.mkdir()
     env.update(DATABASE_URL=database_url, DAGSTER_HOME=str(home), EMULATOR_URL=emulator.url,
-               BACKFILL_MAX_MINUTES_PER_RUN="30", BACKFILL_RETRY_BACKOFF_SECONDS="0", LOG_CONSOLE="false")  # fmt: skip
+               BACKFILL_MAX_MINUTES_PER_RUN="30", BACKFILL_RETRY_BACKOFF_SECONDS="0", LOG_CONSOLE="false",
+               **stack_settings)  # fmt: skip
     if database_url.startswith("postgresql"):
         shutil.copy(PRODUCTION_INSTANCE, home / "dagster.yaml")  # the production instance, on Postgres
         env.update(postgres_instance_env(database_url))
@@ -155,3 +166,43 @@ def test_no_request_is_left_open_across_a_daemon_restart(stack, emulator, databa
     assert statuses <= {"succeeded", "failed"}
     assert all(httpx.get(api + "/", params={"datetime": m.strftime("%Y-%m-%dT%H:%MZ")}, timeout=10).status_code
                == (200 if store.requests.get(m).status == "succeeded" else 202) for m in asked)  # fmt: skip
+
+
+FIRST_LIVE = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=12)  # before the stack starts
+
+
+@pytest.fixture
+def lost_minutes(database_url) -> datetime:
+    """A warehouse whose stack ran live until FIRST_LIVE, then was down for 12 minutes."""
+    seed_snapshot(Warehouse(database_url), FIRST_LIVE)
+    return FIRST_LIVE
+
+
+@pytest.mark.parametrize("stack_settings", [{"HEAL_HORIZON_HOURS": "1"}])
+def test_minutes_lost_while_the_stack_was_down_heal_by_themselves(lost_minutes, stack, database_url):
+    """Nobody asks: the request sensor finds the lost minutes, launches them, and they are served;
+    meanwhile a stand-in for one of them says it is owed, and after it is the minute itself."""
+    api = f"http://127.0.0.1:{stack.api_port}"
+    owed = lost_minutes + timedelta(minutes=1)
+    stand_in = httpx.get(api + "/", params={"datetime": owed.strftime("%Y-%m-%dT%H:%MZ")}, timeout=10)
+    assert stand_in.status_code == 200 and stand_in.headers["x-snapshot-time"] == lost_minutes.strftime(
+        "%Y-%m-%dT%H:%M:00Z"
+    )
+    assert stand_in.headers["x-owed-minute"] == owed.strftime("%Y-%m-%dT%H:%M:00Z")
+
+    store, started = Warehouse(database_url), datetime.now(UTC)
+    horizon = HealingHorizon.from_settings(Settings(heal_horizon_hours=1))
+    due = [m for m in minutes_in(lost_minutes, horizon.due_before(started))]
+    deadline = time.monotonic() + 420
+    while unpublished(store, lost_minutes, horizon.due_before(started)):
+        assert time.monotonic() < deadline, [store.requests.get(m) for m in due]
+        time.sleep(5)
+    requests = {m: store.requests.get(m) for m in due[1:]}
+    assert {r.status for r in requests.values()} == {"succeeded"}
+    # the daemon's first tick may come before the stand-in: the minute is owed once, by whichever was first
+    assert {r.origin for m, r in requests.items() if m != owed} == {"healer"}
+    healed = httpx.get(api + "/", params={"datetime": owed.strftime("%Y-%m-%dT%H:%MZ")}, timeout=10)
+    assert (
+        healed.headers["x-snapshot-time"] == owed.strftime("%Y-%m-%dT%H:%M:00Z")
+        and "x-owed-minute" not in healed.headers
+    )
