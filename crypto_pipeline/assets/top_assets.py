@@ -106,8 +106,11 @@ def top_assets(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
         examples = "; ".join(
             f"{minute:%Y-%m-%d %H:%M} failed {', '.join(failed)}" for minute, failed in list(merge.blocked.items())[:5]
         )
+        first, last = (minute.strftime(MINUTE_FORMAT) for minute in (min(merge.blocked), max(merge.blocked)))
         raise dg.Failure(
-            f"{len(merge.blocked)} of {len(merge.quality)} minutes not published, blocked by checks: {examples}",
+            f"{len(merge.blocked)} of {len(merge.quality)} minutes not published, blocked by checks: {examples}. "
+            "Their captures are refused, never kept: they are fetched again from the historical endpoints, by the "
+            f"request sensor within HEAL_HORIZON_HOURS, else with `python -m scripts.backfill_range {first}...{last}`",
             metadata={
                 "blocked_minutes": dg.MetadataValue.json([m.strftime(MINUTE_FORMAT) for m in merge.blocked][:100])
             },

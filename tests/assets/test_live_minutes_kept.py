@@ -118,6 +118,8 @@ def test_a_live_capture_the_checks_refused_is_fetched_again_not_kept(emulator, d
     emulator.set_faults({})
 
     assert not refused.success and modes(store, live) == {"latest"} and store.snapshot_rows(live, 20) == []
+    key = live.strftime(MINUTE_FORMAT)
+    assert f"scripts.backfill_range {key}...{key}" in refused.failure_data_for_node("top_assets").error.message
     with store.engine.connect() as conn:
         marks = conn.execute(select(fetches.c.dataset, fetches.c.refused).where(fetches.c.minute == live)).all()
     assert sorted(marks) == [("prices", "row_count"), ("rankings", "row_count")]
