@@ -164,6 +164,7 @@ def build_backfill_requests_sensor(settings: Settings) -> dg.SensorDefinition:
     policy, healing = RequestPolicy.from_settings(settings), HealingHorizon.from_settings(settings)
     live_window = timedelta(minutes=settings.live_window_minutes)
     max_minutes, max_runs = settings.backfill_max_minutes_per_run, settings.backfill_max_runs_per_tick
+    max_runtime = str(settings.backfill_max_runtime_seconds)
 
     @dg.sensor(
         name="backfill_requests_sensor",
@@ -191,12 +192,8 @@ def build_backfill_requests_sensor(settings: Settings) -> dg.SensorDefinition:
             start, end = first.strftime(MINUTE_FORMAT), last.strftime(MINUTE_FORMAT)
             run_key = f"backfill-{start}...{end}-{uuid4().hex[:8]}"  # fresh per attempt: never a duplicate
             requests.submit(first, last, run_key)
-            tags = {RANGE_START: start, RANGE_END: end, REQUEST_TAG: run_key}
-            runs.append(
-                dg.RunRequest(
-                    run_key=run_key, tags={**tags, MAX_RUNTIME_TAG: str(settings.backfill_max_runtime_seconds)}
-                )
-            )
+            tags = {RANGE_START: start, RANGE_END: end, REQUEST_TAG: run_key, MAX_RUNTIME_TAG: max_runtime}
+            runs.append(dg.RunRequest(run_key=run_key, tags=tags))
         if not runs:
             return dg.SkipReason("owed minutes are in flight or within their live window")
         context.log.info("launching %d run(s) for %d owed minute(s)", len(runs), len(due))
