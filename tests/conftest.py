@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from scripts.run_stack import PRODUCTION_INSTANCE, new_database, postgres_instance_env
@@ -64,6 +65,40 @@ def scratch_copy(target: Path) -> Path:
         if entry.name not in {".env", ".data", ".git", ".pytest_cache"}:
             (target / entry.name).symlink_to(entry)
     return target
+
+
+def running(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of `processes` still running (a zombie has ended: only its parent has not reaped it)."""
+    alive = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+def commands(processes: list[psutil.Process]) -> dict[psutil.Process, str]:
+    """The command line of each of `processes` still there."""
+    found = {}
+    for process in processes:
+        try:
+            found[process] = " ".join(process.cmdline())
+        except psutil.Error:  # gone meanwhile
+            continue
+    return found
+
+
+@pytest.fixture
+def leftovers() -> Iterator[set[int]]:
+    """Sessions a test adds here are killed afterwards, whatever survives in them: a test that
+    fails must not leave its processes running on a shared machine."""
+    from scripts.process_tree import signal_all, tree
+
+    sessions: set[int] = set()
+    yield sessions
+    signal_all(tree(sessions), signal.SIGKILL)
 
 
 @pytest.fixture
