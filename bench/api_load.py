@@ -47,7 +47,8 @@ from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
-from scripts.run_stack import ROOT, Stack, wait_until_up
+from scripts.process_tree import ProcessTrees, exit_on_signals
+from scripts.run_stack import ROOT, wait_until_up
 from warehouse.store import Warehouse
 
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -148,12 +149,12 @@ class MinuteWriter(threading.Thread):
             self.stored = minute
 
 
-def serve(servers: Stack, app: str, port: int, workers: int) -> int:
+def serve(servers: ProcessTrees, app: str, port: int, workers: int) -> int:
     """Start uvicorn; returns its process group (it and its workers)."""
-    servers.spawn(sys.executable, "-m", "uvicorn", app, "--port", str(port), "--workers", str(workers),
-                  "--no-access-log", "--log-level", "warning")  # fmt: skip
+    server = servers.spawn(sys.executable, "-m", "uvicorn", app, "--port", str(port), "--workers", str(workers),
+                           "--no-access-log", "--log-level", "warning")  # fmt: skip
     wait_until_up(f"http://127.0.0.1:{port}/", 30)
-    return servers.processes[-1].pid  # spawned in a new session: its pid is the group's id
+    return server.pid  # spawned in a new session: its pid is the group's id
 
 
 def group_cpu_seconds(group: int) -> float:
@@ -255,7 +256,7 @@ def main() -> None:
         env["DATABASE_URL"] = database_url = f"sqlite:///{data}/warehouse.db"
         env["BENCH_ANSWERS_FILE"] = answers_file = str(Path(data) / "answers.json")
         emulator_url = f"http://127.0.0.1:{EMULATOR_PORT}"
-        servers = Stack(env, with_emulator=False, quiet=True)
+        servers = ProcessTrees(env, quiet=True)
         writer = MinuteWriter(database_url, emulator_url)
         try:
             servers.spawn(sys.executable, "-m", "emulator", "--port", str(EMULATOR_PORT))
@@ -329,4 +330,5 @@ def ratio(runs: list[Figures], baseline: list[Figures], field: str) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_signals():  # SIGTERM (`timeout`) stops what it started, as Ctrl-C does
+        main()

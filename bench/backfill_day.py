@@ -20,7 +20,8 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from scripts.run_stack import ROOT, Stack, range_run_command, wait_until_up
+from scripts.process_tree import ProcessTrees, exit_on_signals
+from scripts.run_stack import ROOT, range_run_command, wait_until_up
 from warehouse.store import Warehouse
 
 COMMAND = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "crypto_pipeline.definitions",
@@ -31,9 +32,10 @@ def key(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d-%H:%M")
 
 
-def timed(args: list[str], env: dict[str, str]) -> float:
+def timed(args: list[str], processes: ProcessTrees) -> float:
     started = time.monotonic()
-    subprocess.run(args, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if code := processes.spawn(*args).wait():
+        raise subprocess.CalledProcessError(code, args)
     return time.monotonic() - started
 
 
@@ -48,17 +50,14 @@ def main() -> None:
         open(f"{data}/dagster.yaml", "w").write("telemetry:\n  enabled: false\n")
         store = Warehouse(env["DATABASE_URL"])
         store.upgrade()
-        emulator = Stack(env, with_emulator=False, quiet=True)
-        emulator.spawn(sys.executable, "-m", "emulator", "--port", "18767")
-        try:
+        with ProcessTrees(env, quiet=True) as processes:
+            processes.spawn(sys.executable, "-m", "emulator", "--port", "18767")
             wait_until_up("http://127.0.0.1:18767/_emulator/health", 30)
             now = datetime.now(UTC).replace(second=0, microsecond=0)
-            single = timed([*COMMAND, "--partition", key(now)], env)  # also stores the ranking candidates
+            single = timed([*COMMAND, "--partition", key(now)], processes)  # also stores the ranking candidates
             last = now - timedelta(hours=2)
             first = last - timedelta(minutes=args.minutes - 1)
-            day = timed(range_run_command(key(first), key(last)), env)
-        finally:
-            emulator.stop()
+            day = timed(range_run_command(key(first), key(last)), processes)
         with dg.DagsterInstance.from_config(data) as instance:
             runs = instance.get_runs_count() - 1
         stored = sum(
@@ -72,4 +71,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_signals():  # SIGTERM (`timeout`) stops what it started, as Ctrl-C does
+        main()

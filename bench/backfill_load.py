@@ -28,6 +28,7 @@ import httpx
 from sqlalchemy import func, select
 
 from bench.cpu_budget import LagProbe, emulated_stack, percentile
+from scripts.process_tree import exit_on_signals
 from warehouse.requests import OPEN, Status
 from warehouse.schema import backfill_requests, fetches
 from warehouse.store import Warehouse
@@ -124,4 +125,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_signals():  # SIGTERM (`timeout`) stops what it started, as Ctrl-C does
+        main()

@@ -22,17 +22,16 @@ import contextlib
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 
+from scripts.process_tree import ProcessTrees, exit_on_signals
 from scripts.run_stack import (
     LOCAL_INSTANCE,
     PRODUCTION_INSTANCE,
     ROOT,
-    Stack,
     new_database,
     postgres_instance_env,
     range_run_command,
@@ -54,14 +53,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def peak_rss(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+def peak_rss(args: list[str], processes: ProcessTrees) -> tuple[float, float]:
     """(peak RSS in MB, wall seconds) of one CLI run, which must succeed.
 
     Its log goes to a file: Dagster logs every event of the run (several per partition), and a
     pipe nobody reads until the run exits fills at 64 KiB and blocks the run for good."""
     started = time.monotonic()
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        process = processes.spawn(*args, stderr=log)
         _, status, usage = os.wait4(process.pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             log.seek(0)
@@ -95,23 +94,21 @@ def main() -> None:
             shutil.copy(LOCAL_INSTANCE, f"{data}/dagster.yaml")
         print(f"warehouse and instance: {'Postgres' if args.postgres else 'SQLite, the local instance'}", flush=True)
         Warehouse(env["DATABASE_URL"]).upgrade()
-        emulator = Stack(env, with_emulator=False, quiet=True)
-        emulator.spawn(sys.executable, "-m", "emulator", "--port", str(port))
-        try:
-            wait_until_up(f"http://127.0.0.1:{port}/_emulator/health", 30)
-            rss, wall = peak_rss([*COMMAND, "--partition", key(now)], env)  # also stores the ranking candidates
-            print(f"baseline: one live minute       peak RSS {rss:6.0f} MB   {wall:6.1f} s wall", flush=True)
-            last = now - timedelta(hours=2)
-            for minutes in args.minutes:  # each range ends where the previous one began: fresh minutes
-                first = last - timedelta(minutes=minutes - 1)
-                rss, wall = peak_rss(range_run_command(key(first), key(last)), env)
-                print(f"range of {minutes:6,} minutes        peak RSS {rss:6.0f} MB   {wall:6.1f} s wall", flush=True)
-                last = first - timedelta(minutes=1)
-        finally:
-            emulator.stop()
+        processes = stack.enter_context(ProcessTrees(env, quiet=True))
+        processes.spawn(sys.executable, "-m", "emulator", "--port", str(port))
+        wait_until_up(f"http://127.0.0.1:{port}/_emulator/health", 30)
+        rss, wall = peak_rss([*COMMAND, "--partition", key(now)], processes)  # also stores the ranking candidates
+        print(f"baseline: one live minute       peak RSS {rss:6.0f} MB   {wall:6.1f} s wall", flush=True)
+        last = now - timedelta(hours=2)
+        for minutes in args.minutes:  # each range ends where the previous one began: fresh minutes
+            first = last - timedelta(minutes=minutes - 1)
+            rss, wall = peak_rss(range_run_command(key(first), key(last)), processes)
+            print(f"range of {minutes:6,} minutes        peak RSS {rss:6.0f} MB   {wall:6.1f} s wall", flush=True)
+            last = first - timedelta(minutes=1)
     print(f"chunk: {args.chunk_minutes or 'BACKFILL_CHUNK_MINUTES'} minutes; one run per range")
     print("(a backfill runs a range a day per run: bench.range_backfill measures that against the goal)")
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_signals():  # SIGTERM (`timeout`) stops what it started, as Ctrl-C does
+        main()

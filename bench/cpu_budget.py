@@ -35,6 +35,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.backfill_memory import free_port
+from scripts.process_tree import ProcessTrees, exit_on_signals
 from scripts.run_stack import ROOT, Stack, stack_environment, wait_until_up
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -158,7 +160,7 @@ class Phase:
     lags: list[float] = field(default_factory=list)
 
 
-def measure(seconds: float, stack: Stack | None = None, on_tick=None) -> Phase:
+def measure(seconds: float, stack: Stack | ProcessTrees | None = None, on_tick=None) -> Phase:
     """CPU over `seconds`: machine-wide less this process's own, the stack's tree and its roles."""
     roots = [p.pid for p in stack.processes] if stack else []
     ledger = RoleLedger(roots)
@@ -180,19 +182,17 @@ def measure(seconds: float, stack: Stack | None = None, on_tick=None) -> Phase:
     return Phase(machine / minutes, own_tree / minutes, roles)
 
 
-def baseline(minutes: float, warmup: float, port: int) -> Phase:
+def baseline(minutes: float, warmup: float) -> Phase:
+    port = free_port()
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "DAGSTER_HOME": home, "PYTHONPATH": str(ROOT)}
         Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        stack = Stack(env, with_emulator=False, quiet=True)
-        stack.spawn(sys.executable, "-m", "dagster", "dev", "-f", str(ROOT / "bench" / "trivial_location.py"),
-                    "-h", "127.0.0.1", "-p", str(port))  # fmt: skip
-        try:
+        with ProcessTrees(env, quiet=True) as floor:
+            floor.spawn(sys.executable, "-m", "dagster", "dev", "-f", str(ROOT / "bench" / "trivial_location.py"),
+                        "-h", "127.0.0.1", "-p", str(port))  # fmt: skip
             wait_until_up(f"http://127.0.0.1:{port}/server_info", 180)
             time.sleep(warmup)
-            return measure(minutes * 60, stack)
-        finally:
-            stack.stop()
+            return measure(minutes * 60, floor)
 
 
 class LagProbe:
@@ -234,8 +234,8 @@ def emulated_stack(data: str, api_port: int, dagster_port: int, emulator_port: i
 
 def real_stack(minutes: float, warmup: float) -> Phase:
     with tempfile.TemporaryDirectory() as data:
-        stack = emulated_stack(data, api_port=16667, dagster_port=13000, emulator_port=18765)
-        probe = LagProbe("http://127.0.0.1:16667")
+        stack = emulated_stack(data, api_port=free_port(), dagster_port=free_port(), emulator_port=free_port())
+        probe = LagProbe(f"http://127.0.0.1:{stack.api_port}")
         try:
             stack.start()
             measure(warmup, on_tick=probe.poll)
@@ -262,14 +262,15 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=4, help="measured minutes per phase (default 4)")
     parser.add_argument("--warmup", type=float, default=90, help="seconds discarded after start (default 90)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating floor/real rounds (default 3)")
+    parser.add_argument("--idle", type=float, default=20, help="seconds of idle machine measured first (default 20)")
     args = parser.parse_args()
 
-    idle = measure(20).machine
+    idle = measure(args.idle).machine
     print(f"idle machine: {idle:.2f} CPU-s/min", flush=True)
     rounds: list[tuple[Phase, Phase]] = []
     print("round  floor machine/tree   real machine/tree   ratio machine/tree   lag p50/p95")
     for number in range(1, args.rounds + 1):
-        floor = baseline(args.minutes, args.warmup, port=13001)
+        floor = baseline(args.minutes, args.warmup)
         real = real_stack(args.minutes, args.warmup)
         rounds.append((floor, real))
         lag = statistics.median(real.lags) if real.lags else float("nan")
@@ -293,4 +294,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_signals():  # SIGTERM (`timeout`) stops what it started, as Ctrl-C does
+        main()

@@ -12,9 +12,9 @@ the `prices` materialization reported (`cmc_credits`). Run it on two checkouts t
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +29,7 @@ from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
+from scripts.process_tree import ProcessTrees, exit_on_signals
 from warehouse.store import Warehouse
 
 
@@ -45,11 +46,8 @@ def main() -> None:
     args = parser.parse_args()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    emulator = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--port", str(port), "--latency-ms", str(args.latency_ms)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    processes = ProcessTrees(dict(os.environ), quiet=True)
+    processes.spawn(sys.executable, "-m", "emulator", "--port", str(port), "--latency-ms", str(args.latency_ms))
     fetch_s, publish_s, credits = [], [], []
     try:
         for _ in range(100):
@@ -87,8 +85,7 @@ def main() -> None:
                 prices = next(m for m in result.get_asset_materialization_events() if m.asset_key.path == ["prices"])
                 credits.append(prices.materialization.metadata["cmc_credits"].value)
     finally:
-        emulator.terminate()
-        emulator.wait(10)
+        processes.stop()
     print(f"runs={args.runs} latency_ms={args.latency_ms}")
     print(f"fetch step   median {statistics.median(fetch_s):.2f} s  (min {min(fetch_s):.2f}, max {max(fetch_s):.2f})")
     print(f"published    median {statistics.median(publish_s):.2f} s after the run call (min {min(publish_s):.2f})")
@@ -96,4 +93,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_signals():  # SIGTERM (`timeout`) stops what it started, as Ctrl-C does
+        main()

@@ -29,6 +29,7 @@ import httpx
 from sqlalchemy import func, select
 
 from bench.backfill_memory import free_port, key
+from scripts.process_tree import exit_on_signals
 from scripts.run_stack import ROOT, Stack
 from warehouse.schema import snapshots
 from warehouse.store import Warehouse
@@ -149,4 +150,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_signals():  # SIGTERM (`timeout`) stops what it started, as Ctrl-C does
+        main()

@@ -21,7 +21,6 @@ import argparse
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from scripts.run_stack import PRODUCTION_INSTANCE, ROOT, new_database, postgres_instance_env
+from scripts.process_tree import ProcessTrees, exit_on_signals
+from scripts.run_stack import PRODUCTION_INSTANCE, new_database, postgres_instance_env
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 YEAR_MINUTES = 525_600
@@ -71,8 +71,8 @@ def main() -> None:
 
     with new_database(args.url, "toplist_bench_storage") as database_url:
         port = free_port()
-        emulator = subprocess.Popen([sys.executable, "-m", "emulator", "--port", str(port)], cwd=ROOT,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        processes = ProcessTrees(dict(os.environ), quiet=True)
+        processes.spawn(sys.executable, "-m", "emulator", "--port", str(port))
         home = tempfile.mkdtemp()
         shutil.copy(PRODUCTION_INSTANCE, Path(home) / "dagster.yaml")
         os.environ.update(
@@ -82,8 +82,7 @@ def main() -> None:
         try:
             run(args, database_url, home)
         finally:
-            emulator.terminate()
-            emulator.wait(10)
+            processes.stop()
 
 
 def run(args: argparse.Namespace, url: str, home: str) -> None:
@@ -188,4 +187,5 @@ def report_period(args, before: dict, live: dict, ranged: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_signals():  # SIGTERM (`timeout`) stops what it started, as Ctrl-C does
+        main()

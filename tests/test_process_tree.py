@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from scripts.process_tree import ProcessTrees, tree
-from tests.conftest import ROOT, running
+from tests.conftest import ROOT, commands, running
 
 SLEEP = "import time; time.sleep(600)"
 # A leader whose tree has a child that ignores SIGINT and a grandchild in a session of its own.
@@ -76,3 +76,23 @@ def test_a_benchmark_stopped_by_sigterm_stops_its_children_first(leftovers):
     benchmark.send_signal(signal.SIGTERM)
     assert benchmark.wait(30) == 128 + signal.SIGTERM
     assert running(members) == []
+
+
+def test_a_stack_benchmark_stopped_by_timeout_leaves_no_process(leftovers):
+    """bench.cpu_budget stopped by SIGTERM, as `timeout` stops it, while its baseline `dagster dev`
+    runs (webserver, daemon, code servers): nothing it started is left."""
+    command = [sys.executable, "-m", "bench.cpu_budget", "--idle", "1", "--warmup", "600", "--rounds", "1"]
+    benchmark = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, start_new_session=True)
+    leftovers.add(benchmark.pid)
+    deadline = time.monotonic() + 240
+    while True:  # until dagster dev's tree is complete
+        members = psutil.Process(benchmark.pid).children(recursive=True)
+        leftovers.update(os.getsid(member.pid) for member in running(members))
+        started = " ".join(commands(members).values())
+        if all(part in started for part in ("dagster_webserver", "dagster._daemon", "dagster api grpc")):
+            break
+        assert benchmark.poll() is None and time.monotonic() < deadline, started
+        time.sleep(0.5)
+    benchmark.send_signal(signal.SIGTERM)
+    assert benchmark.wait(60) == 128 + signal.SIGTERM
+    assert running(members) == [] and tree(leftovers) == []
