@@ -153,6 +153,7 @@ class Settings(BaseSettings):
     # Local runs (`make run`, the dagster CLI): Dagster reads DAGSTER_HOME itself; it is here so
     # `make run` takes it from the same place as everything else.
     dagster_home: Path = Field(default=DATA_DIR / "dagster", description="Dagster instance directory for make run.")
+    dagster_port: int = Field(default=3000, description="Port of the Dagster UI that make run starts.")
 
     @property
     def uses_emulator(self) -> bool:

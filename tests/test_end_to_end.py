@@ -144,13 +144,13 @@ def test_no_request_is_left_open_across_a_daemon_restart(stack, emulator, databa
         assert time.monotonic() < deadline, "nothing was launched"
         time.sleep(1)
 
-    dagster = next(p for p in stack.processes if "dagster" in p.args)
-    os.killpg(dagster.pid, signal.SIGINT)
+    dagster = stack.component("dagster dev")
+    os.killpg(dagster.process.pid, signal.SIGINT)
     # dagster dev exited within a second in every run seen; its old code server (gRPC process)
-    # finishes the runs in flight on its own and exits after them. Bounded for a loaded machine.
-    dagster.wait(420)
-    stack.processes.remove(dagster)
-    stack.spawn(*dagster.args)
+    # finishes the runs in flight on its own and exits after them (the stack's stop reaps it if
+    # not). Bounded for a loaded machine.
+    dagster.process.wait(420)
+    stack.spawn(dagster)
 
     deadline = time.monotonic() + 420
     while runs := request_runs(tmp_path / "dagster"):
