@@ -5,7 +5,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: run test docs bench-api bench-cpu lint clean
+.PHONY: run test docs bench-api bench-cpu lint clean deploy-check
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -29,3 +29,7 @@ lint: .venv/.synced
 
 clean:
 	rm -rf .venv .tools .pytest_cache build
+
+# The image and docker-compose.yml on a real Docker engine (scripts/deploy_check.py; README, Production).
+deploy-check: .venv/.synced
+	.venv/bin/python -m scripts.deploy_check

@@ -31,6 +31,7 @@ MARKER = "::readme-command::"
 NOT_RUN_HERE = {
     "docker compose": "no Docker engine here; tests/test_deployment.py validates the compose file and each command",
     "apt-get install": "changes the machine",
+    "make deploy-check": "needs a Docker engine; run by hand (README, Production), its figures are in the README",
 }
 # Benchmarks take minutes: their argument parsing and imports are checked with --help.
 HELP_ONLY = ".venv/bin/python -m bench."
