@@ -3,10 +3,12 @@
 It builds the image, brings the demo profile up (the emulator as upstream) as its own compose
 project, and prints a figure for each step: the build's time and the image's size, the first
 served minute, a past minute (202, then 200), the API's, the daemon's and Postgres's main
-process ending (the engine's restart policy starts each again), `down` then `up`, and a backup
-restored as the README says, after the volume is gone. Before and after each fault it counts the
-minutes stored: one stored before and missing after is lost, and fails the check. At the end it
-removes its containers and volumes, pass or fail.
+process ending (the engine's restart policy starts each again), the code server down across a
+minute boundary (that minute healed within 10 minutes), the code server recreated during a
+backfill run (the run ends FAILED), `down` then `up`, and a backup restored as the README says,
+after the volume is gone. Before and after each fault it counts the minutes stored: one stored
+before and missing after is lost, and fails the check. At the end it removes its containers and
+volumes, pass or fail.
 
 It reaches the stack only through the compose command (`exec -T`), never a published port, so it
 runs the same on a normal engine and on the local-docker kit's loopback-only one:
@@ -20,6 +22,7 @@ runs the same on a normal engine and on the local-docker kit's loopback-only one
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -38,17 +41,21 @@ IMAGE = "crypto-toplist:latest"
 SERVICES = ("postgres", "code-server", "dagster-webserver", "dagster-daemon", "api", "emulator")
 APP_SERVICES = ("code-server", "dagster-daemon", "dagster-webserver", "api")  # the README's restore stops these
 DEADLINE_SECONDS = 300
-# Run inside the api container: GET a path of the API, print the status, then the body.
+# Run inside the api container: GET each path given of the API; print a line [status, body] for each.
 PROBE = """
-import sys, urllib.error, urllib.request
-try:
-    answer = urllib.request.urlopen("http://127.0.0.1:6667" + sys.argv[1], timeout=10)
-except urllib.error.HTTPError as error:
-    answer = error
-print(answer.status)
-print(answer.read().decode())
+import json, sys, urllib.error, urllib.request
+for path in sys.argv[1:]:
+    try:
+        answer = urllib.request.urlopen("http://127.0.0.1:6667" + path, timeout=10)
+    except urllib.error.HTTPError as error:
+        answer = error
+    print(json.dumps([answer.status, answer.read().decode()]))
 """
-STORED_MINUTES = "SELECT to_char(minute AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI') FROM toplist_snapshots"
+
+
+def as_minute(column: str) -> str:
+    """SQL for a timestamptz column as a minute's text, YYYY-MM-DDTHH:MM (what `minute_of` writes)."""
+    return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI')"
 
 
 class CheckFailed(Exception):
@@ -84,35 +91,41 @@ class Stack:
             raise CheckFailed(f"`compose {shlex.join(args)}` exited {result.returncode}: {result.stderr[-2000:]}")
         return result
 
-    def get(self, path: str) -> tuple[int, str]:
-        """The API's answer to GET `path`, asked from inside its container; (0, error) while it cannot answer."""
-        result = self.run("exec", "-T", "api", "python", "-c", PROBE, path, check=False, timeout=60)
-        if result.returncode != 0:
-            return 0, result.stderr.strip()
-        status, _, body = result.stdout.partition("\n")
-        return int(status), body.strip()
+    def get(self, *paths: str) -> list[tuple[int, str]]:
+        """The API's answers to GET each path, asked from inside its container; [] while it cannot answer."""
+        result = self.run("exec", "-T", "api", "python", "-c", PROBE, *paths, check=False, timeout=300)
+        return [tuple(json.loads(line)) for line in result.stdout.splitlines()] if result.returncode == 0 else []
+
+    def answer(self, path: str) -> tuple[int, str]:
+        return next(iter(self.get(path)), (0, "no answer"))
+
+    def sql(self, query: str, check: bool = True) -> list[str]:
+        """The rows of a query of the toplist database, one line each (none while Postgres does not answer, unless
+        `check`)."""
+        result = self.run("exec", "-T", "postgres", "psql", "-U", "toplist", "-d", "toplist", "-tA", "-c", query,
+                          check=check, timeout=60)  # fmt: skip
+        return result.stdout.splitlines() if result.returncode == 0 else []
 
     def stored_minutes(self, check: bool = True) -> set[str]:
-        """The minutes with a snapshot (empty while Postgres does not answer, unless `check`)."""
-        result = self.run("exec", "-T", "postgres", "psql", "-U", "toplist", "-d", "toplist", "-tA", "-c",
-                          STORED_MINUTES, check=check, timeout=60)  # fmt: skip
-        return set(result.stdout.split()) if result.returncode == 0 else set()
+        return set(self.sql(f"SELECT {as_minute('minute')} FROM toplist_snapshots", check=check))
 
-    def container(self, service: str) -> str:
-        return self.run("ps", "-q", service).stdout.strip()
+    def states(self) -> dict[str, tuple[str, int]]:
+        """Each service's health (its state without a health check) and restart count, in two commands."""
+        containers = self.run("ps", "-q").stdout.split()
+        if not containers:
+            return {}
+        template = '{{index .Config.Labels "com.docker.compose.service"}} {{.RestartCount}} '
+        template += "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}"
+        result = subprocess.run([*self.docker, "inspect", "-f", template, *containers], capture_output=True, text=True)
+        lines = (line.split() for line in result.stdout.splitlines())
+        return {service: (health, int(restarts)) for service, restarts, health in lines}
 
-    def inspect(self, service: str, template: str) -> str:
-        container = self.container(service)
-        if not container:
-            return ""
-        result = subprocess.run([*self.docker, "inspect", "-f", template, container], capture_output=True, text=True)
-        return result.stdout.strip()
-
-    def health(self, service: str) -> str:
-        return self.inspect(service, "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}")
+    def healthy(self, *services: str) -> bool:
+        states = self.states()
+        return all(states.get(service, ("missing", 0))[0] == "healthy" for service in services)
 
     def restarts(self, service: str) -> int:
-        return int(self.inspect(service, "{{.RestartCount}}") or 0)
+        return self.states().get(service, ("missing", 0))[1]
 
 
 def wait_for(conditions: dict[str, Callable[[], bool]], since: float, deadline: float = DEADLINE_SECONDS) -> str:
@@ -134,13 +147,13 @@ def minute_of(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M")
 
 
-def recovery(stack: Stack, moment: datetime, after: Callable[[], bool] = lambda: True) -> dict[str, Callable[[], bool]]:
-    """What a recovered stack shows, each only once `after` holds: the API ready (/readyz 200),
-    every service healthy, and a minute whose schedule tick came after `moment` stored."""
+def recovery(stack: Stack, moment: datetime) -> dict[str, Callable[[], bool]]:
+    """What a recovered stack shows: the API ready (/readyz 200), every service healthy, and a
+    minute whose schedule tick came after `moment` stored."""
     started = minute_of(moment)
     return {
-        "API ready": lambda: after() and stack.get("/readyz")[0] == 200,
-        "every service healthy": lambda: after() and all(stack.health(s) == "healthy" for s in SERVICES),
+        "API ready": lambda: stack.answer("/readyz")[0] == 200,
+        "every service healthy": lambda: stack.healthy(*SERVICES),
         "a later minute stored": lambda: max(stack.stored_minutes(check=False), default="") > started,
     }
 
@@ -163,7 +176,7 @@ def first_minute(stack: Stack) -> set[str]:
     conditions = recovery(stack, moment)
     del conditions["a later minute stored"]  # the first minute is the one /readyz waits for
     print(f"up: {wait_for(conditions, started)}", flush=True)
-    status, body = stack.get("/?limit=3&format=csv")
+    status, body = stack.answer("/?limit=3&format=csv")
     if status != 200:
         raise CheckFailed(f"GET /?limit=3&format=csv once ready: {status} {body}")
     return stack.stored_minutes()
@@ -172,11 +185,11 @@ def first_minute(stack: Stack) -> set[str]:
 def past_minute(stack: Stack) -> None:
     minute = minute_of(datetime.now(UTC) - timedelta(hours=1))
     path = f"/?datetime={minute}Z&limit=3"
-    status, body = stack.get(path)
+    status, body = stack.answer(path)
     if status != 202:
         raise CheckFailed(f"GET {path}: expected 202 (backfill requested), got {status} {body}")
-    waited = wait_for({"200": lambda: stack.get(path)[0] == 200}, time.monotonic())
-    status, body = stack.get(path)
+    waited = wait_for({"200": lambda: stack.answer(path)[0] == 200}, time.monotonic())
+    status, body = stack.answer(path)
     if f'"snapshot_time":"{minute}:00Z"' not in body:
         raise CheckFailed(f"GET {path}: 200 but not that minute's snapshot: {body[:300]}")
     print(f"past minute {minute}: 202, then {waited}", flush=True)
@@ -197,12 +210,60 @@ def process_ends(stack: Stack, service: str, signal_command: list[str]) -> None:
     before, restarts = stack.stored_minutes(), stack.restarts(service)
     moment, started = datetime.now(UTC), time.monotonic()
     stack.run("exec", "-T", service, *signal_command, check=False)
-
-    def restarted() -> bool:
-        return stack.restarts(service) > restarts
-
-    figures = wait_for({"restarted by the engine": restarted, **recovery(stack, moment, after=restarted)}, started)
+    figures = wait_for({"restarted by the engine": lambda: stack.restarts(service) > restarts}, started)
+    figures += ", " + wait_for(recovery(stack, moment), started)
     accounted(stack, f"{service}'s process ended", before, figures)
+
+
+def sleep_until(moment: datetime) -> None:
+    time.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()))
+
+
+def code_server_down_across_a_minute_boundary(stack: Stack) -> None:
+    """The code server stopped from second 45 of a minute to 20 s into the next: the schedule
+    cannot launch the next minute's run, and that minute must be stored within 10 minutes anyway
+    (the healer requests it once its live window is over)."""
+    before, now = stack.stored_minutes(), datetime.now(UTC)
+    boundary = now.replace(second=0, microsecond=0) + timedelta(minutes=1 if now.second < 40 else 2)
+    sleep_until(boundary - timedelta(seconds=15))
+    stack.run("stop", "code-server", timeout=120)
+    sleep_until(boundary + timedelta(seconds=20))
+    started, missed = time.monotonic(), minute_of(boundary)
+    stack.run("start", "code-server", timeout=120)
+    figures = wait_for({f"{missed} stored": lambda: missed in stack.stored_minutes(check=False)}, started, 600)
+    origins = stack.sql(f"SELECT origin FROM backfill_requests WHERE {as_minute('minute')} = '{missed}'")
+    figures += f" from the start, {'requested by the ' + origins[0] if origins else 'by the schedule (no request)'}"
+    accounted(stack, "code server down across a minute boundary", before, figures)
+
+
+def code_server_recreated_mid_run(stack: Stack) -> None:
+    """`up -d --no-deps --force-recreate code-server` while a backfill request's run is running: its
+    worker goes with the container, and run monitoring must end the run FAILED, not leave it STARTED.
+    (Without --no-deps, Compose v1 recreates what code-server depends on too: Postgres.)"""
+    before = stack.stored_minutes()
+    first = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=4)
+    block = [minute_of(first + timedelta(minutes=i)) for i in range(120)]  # one run (BACKFILL_MAX_MINUTES_PER_RUN)
+    answers = stack.get(*(f"/?datetime={minute}Z&limit=1" for minute in block))
+    if [status for status, _ in answers] != [202] * len(block):
+        raise CheckFailed(f"GET of {block[0]}..{block[-1]}: expected 202 for each, got {answers[:3]}…")
+    runs_of_block = (
+        "SELECT r.run_id, r.status FROM runs r JOIN backfill_requests b ON b.run_id = r.run_id "
+        f"WHERE {as_minute('b.minute')} BETWEEN '{block[0]}' AND '{block[-1]}'"
+    )
+    wait_for({"its run started": lambda: any(row.endswith("|STARTED") for row in stack.sql(runs_of_block))},
+             time.monotonic())  # fmt: skip
+    run_id = next(row.split("|")[0] for row in stack.sql(runs_of_block) if row.endswith("|STARTED"))
+    started = time.monotonic()
+    stack.run("up", "-d", "--no-deps", "--force-recreate", "code-server", timeout=300)
+
+    def failed() -> bool:
+        status = stack.sql(f"SELECT status FROM runs WHERE run_id = '{run_id}'", check=False)
+        if status == ["SUCCESS"]:
+            raise CheckFailed(f"run {run_id} succeeded: it ended before the code server went (run the check again)")
+        return status == ["FAILURE"]
+
+    figures = wait_for({f"run {run_id[:8]} FAILURE": failed}, started)
+    accounted(stack, "code server recreated during a backfill run", before, figures + " from the recreate")
 
 
 def down_and_up(stack: Stack) -> None:
@@ -221,7 +282,7 @@ def backup_and_restore(stack: Stack, folder: Path) -> None:
     backed_up = stack.stored_minutes()
     stack.run("down", "-v", timeout=300)
     stack.run("up", "-d", "postgres", timeout=300)
-    wait_for({"postgres healthy on a new volume": lambda: stack.health("postgres") == "healthy"}, time.monotonic())
+    wait_for({"postgres healthy on a new volume": lambda: stack.healthy("postgres")}, time.monotonic())
     stack.run("stop", *APP_SERVICES, timeout=300)
     started = time.monotonic()
     with dump.open() as dumped:
@@ -279,6 +340,8 @@ def main() -> None:
         process_ends(stack, "api", ["python", "-c", "import os, signal; os.kill(1, signal.SIGTERM)"])
         process_ends(stack, "dagster-daemon", ["python", "-c", "import os, signal; os.kill(1, signal.SIGTERM)"])
         process_ends(stack, "postgres", ["sh", "-c", "kill -QUIT 1"])  # immediate shutdown: recovery at start
+        code_server_down_across_a_minute_boundary(stack)
+        code_server_recreated_mid_run(stack)
         down_and_up(stack)
         with tempfile.TemporaryDirectory() as folder:
             backup_and_restore(stack, Path(folder))
