@@ -8,16 +8,13 @@ under CI=true they never skip, so CI never passes by skipping.
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +22,7 @@ import httpx
 import psutil
 import pytest
 
+from scripts.postgres_cluster import find_pg_ctl, throwaway_cluster
 from scripts.run_stack import PRODUCTION_INSTANCE, new_database, postgres_instance_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,41 +145,6 @@ def emulator(emulator_process: EmulatorProcess) -> Iterator[EmulatorProcess]:
     emulator_process.set_plan("standard")
 
 
-def find_pg_ctl() -> str | None:
-    """PostgreSQL's server control program: on PATH, else the newest of Debian's versioned folders."""
-    if found := shutil.which("pg_ctl"):
-        return found
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
-    return str(versions[-1]) if versions else None
-
-
-@contextmanager
-def throwaway_cluster(pg_ctl: str) -> Iterator[str]:
-    """A PostgreSQL cluster of our own for the test session (pytest-postgresql's executor: initdb,
-    start, stop), as a superuser URL. PostgreSQL refuses to run as root; as root it runs as the
-    `postgres` system user, which owns the cluster's folder."""
-    from pytest_postgresql.executors import PostgreSQLExecutor
-
-    base = Path(tempfile.mkdtemp(prefix="toplist-test-pg-"))
-    executable = pg_ctl
-    if os.geteuid() == 0:
-        executable = str(base / "pg_ctl")
-        Path(executable).write_text(f'#!/bin/sh\nexec runuser -u postgres -- {shlex.quote(pg_ctl)} "$@"\n')
-        os.chmod(executable, 0o755)
-        shutil.chown(base, "postgres")
-    port = free_port()
-    executor = PostgreSQLExecutor(
-        executable=executable, host="127.0.0.1", port=port, datadir=str(base / "data"), unixsocketdir=str(base),
-        logfile=str(base / "postgresql.log"), startparams="-w", dbname="test", user="postgres",
-    )  # fmt: skip
-    executor.start()
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        executor.stop()
-        shutil.rmtree(base, ignore_errors=True)
-
-
 def reachable(url: str) -> Exception | None:
     """None if the server at `url` answers, else why not."""
     from sqlalchemy import create_engine, text
@@ -215,8 +178,8 @@ def postgres_server() -> Iterator[str]:
     pg_ctl = find_pg_ctl()
     if pg_ctl is None:
         pytest.skip("no PostgreSQL server binaries (pg_ctl) here: install PostgreSQL or set TEST_POSTGRES_URL")
-    with throwaway_cluster(pg_ctl) as url:
-        yield url
+    with throwaway_cluster(pg_ctl, free_port()) as cluster:
+        yield cluster.url
 
 
 @pytest.fixture(scope="session")
