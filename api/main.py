@@ -48,9 +48,9 @@ def engine_options(settings: Settings) -> dict:
     No pre-ping: it is a round trip on every checkout, as many as the lookup itself. A lookup
     that finds its connection dropped retries once on a new one (`Warehouse.read`); another call
     that does answers 503 once, and the pool is renewed for the next."""
-    if settings.database_url.startswith("sqlite"):
-        return {}
     timeout = settings.api_db_timeout_seconds
+    if settings.database_url.startswith("sqlite"):
+        return {"sqlite_busy_timeout": timeout}  # a request's write (ask, owe) waits no longer for the lock
     return {
         "pool_pre_ping": False,
         "pool_size": 10,

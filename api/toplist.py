@@ -381,6 +381,7 @@ class ToplistService:
         # (ToplistQuery, format) -> Resolved
         self.resolutions = Memo(min(MEMO_ENTRIES, self.bodies.maxsize))
         self.queries = Memo(MEMO_ENTRIES)  # raw query string -> the ToplistQuery FastAPI validated from it
+        self.owed: TTLCache = TTLCache(maxsize=MEMO_ENTRIES, ttl=60)  # stand-in minutes recorded as owed
         # After the database failed to answer, held answers are served without asking it again until
         # then (time.monotonic): during an outage one request a second waits for the deadline, not all.
         self.unavailable_until = 0.0
@@ -388,7 +389,7 @@ class ToplistService:
     async def db(self, fn, *args):
         """Run a warehouse call in the threadpool under the configured deadline."""
         try:
-            return await asyncio.wait_for(run_in_threadpool(fn, *args), self.settings.api_db_timeout_seconds)
+            result = await asyncio.wait_for(run_in_threadpool(fn, *args), self.settings.api_db_timeout_seconds)
         except (TimeoutError, SQLAlchemyError, OSError) as error:
             await self.raise_if_schema_not_ready(error)
             self.unavailable_until = time.monotonic() + RESOLVE_SECONDS
@@ -398,6 +399,8 @@ class ToplistService:
                 f"The warehouse did not answer in time ({type(error).__name__}); try again shortly.",
                 {"Retry-After": str(self.settings.api_retry_after_seconds)},
             ) from None
+        self.unavailable_until = 0.0  # it answered: answers are looked up again
+        return result
 
     async def raise_if_schema_not_ready(self, error: Exception) -> None:
         """A query that failed on a database that answers: a missing or outdated schema is its own problem."""
@@ -472,10 +475,14 @@ class ToplistService:
 
     async def owe(self, minute: datetime) -> RawHeaders:
         """A past minute answered from an earlier one is owed: recorded as a request (a stand-in's,
-        launched once its live window is over), and named in the answer with where to follow it."""
-        requests = self.store.requests
-        if await self.db(requests.get, minute) is None:  # a read first: the write waits for SQLite's lock
-            await self.db(requests.owe, [minute], Origin.STAND_IN)
+        launched once its live window is over), once per minute however many ask at the same time,
+        and named in the answer with where to follow it."""
+
+        async def record() -> None:
+            if await self.db(self.store.requests.get, minute) is None:  # a read first: a write takes SQLite's lock
+                await self.db(self.store.requests.owe, [minute], Origin.STAND_IN)
+
+        await self.single_flight(self.owed, minute, record)
         return [
             (b"x-owed-minute", minute.isoformat().replace("+00:00", "Z").encode()),
             (b"x-owed-backfill", f"/backfills/{minute_url(minute)}".encode()),
@@ -521,13 +528,11 @@ class ToplistService:
         if self.unavailable_until:  # this request probes: the held answers go on meanwhile
             self.unavailable_until = time.monotonic() + self.settings.api_db_timeout_seconds + RESOLVE_SECONDS
         try:
-            resolved = await self.resolve(query, fmt)
+            return await self.resolve(query, fmt), False
         except ProblemError as error:
             if error.status == 503 and can_hold and self.unavailable_until:
                 return held, True
             raise
-        self.unavailable_until = 0.0
-        return resolved, False
 
 
 def get_service(request: Request) -> ToplistService:
@@ -662,7 +667,10 @@ def next_step(request: BackfillRequest, policy: RequestPolicy) -> str:
             "It failed for a reason a retry cannot fix (see error): fix it, then ask for the minute again "
             f"from {when} to queue attempt 1 of {policy.max_attempts}."
         )
-    return f"It failed (see error); {attempt_of(request.attempts + 1, request, policy)} is queued by itself at {when}."
+    attempt = attempt_of(request.attempts + 1, request, policy)
+    if policy.retried_by_itself(request):
+        return f"It failed (see error); {attempt} is queued by itself at {when}."
+    return f"It failed (see error): ask for the minute again from {when} to queue {attempt}."
 
 
 def attempt_of(number: int, request: BackfillRequest, policy: RequestPolicy) -> str:

@@ -3,14 +3,17 @@ Dagster's run monitoring fail a run whose worker is gone.
 
 DefaultRunLauncher has no health check, so a run whose code server was restarted or recreated
 (taking its run workers with it) stayed STARTED for ever, holding its minute and its backfill
-requests. The code server that launched a run keeps it in its list of current runs until its
-worker exits (a worker that dies alone is failed by the code server itself), so the question is
-asked of that server: it answers and no longer runs it → failed; it does not answer for longer
-than `unreachable_grace_seconds` → failed; otherwise running. Run monitoring polls every
+requests. The code server that launched a run (`dagster api grpc`, as compose runs it) keeps it in
+its list of current runs until its worker exits (a worker that dies alone is failed by the code
+server itself), so the question is asked of that server: it answers and no longer runs it →
+failed; it does not answer for longer than `unreachable_grace_seconds` → failed; otherwise
+running. The proxy that `dagster dev` puts in front of its code server (`dagster code-server
+start`, on loopback) does not answer that question, so there the worker process itself is looked
+for on this machine, by the pid its run recorded. Run monitoring polls every
 `poll_interval_seconds` of the instance's `run_monitoring` and reports the failure; run retries
 then retry the run once, and an unpublished minute is healed like any other.
 
-Imported by the daemon and the webserver from the instance file: it needs Dagster only.
+Imported by the daemon and the webserver from the instance file: it needs Dagster and psutil only.
 """
 
 from __future__ import annotations
@@ -19,14 +22,19 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from dagster import Field
+import grpc
+import psutil
+from dagster import DagsterEventType, Field
 from dagster._core.errors import DagsterUserCodeUnreachableError
 from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
 from dagster._core.storage.dagster_run import DagsterRun
+from dagster._grpc.client import DagsterGrpcClient
 from dagster._grpc.types import GetCurrentRunsResult
 from dagster._serdes import ConfigurableClassData, deserialize_value
 
 DEFAULT_UNREACHABLE_GRACE_SECONDS = 180
+LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+RUNNING = CheckRunHealthResult(WorkerStatus.RUNNING)
 
 
 class MonitoredRunLauncher(DefaultRunLauncher):
@@ -62,16 +70,46 @@ class MonitoredRunLauncher(DefaultRunLauncher):
         server = f"the code server at {client.host}:{client.port or client.socket}"
         try:
             current = deserialize_value(client.get_current_runs(), GetCurrentRunsResult).current_runs
-        except DagsterUserCodeUnreachableError:
-            since = self._unreachable_since.setdefault(run.run_id, time.monotonic())
-            if time.monotonic() - since < self.unreachable_grace_seconds:
-                return CheckRunHealthResult(WorkerStatus.RUNNING, f"{server} does not answer yet", transient=True)
-            return CheckRunHealthResult(
-                WorkerStatus.FAILED, f"{server} has not answered for {self.unreachable_grace_seconds} s"
-            )
+        except DagsterUserCodeUnreachableError as error:
+            if getattr(error.__cause__, "code", lambda: None)() == grpc.StatusCode.UNIMPLEMENTED:
+                return self._local_worker_health(run, client, server)
+            return self._unreachable(run, server)
         self._unreachable_since.pop(run.run_id, None)
         if run.run_id in current:
-            return CheckRunHealthResult(WorkerStatus.RUNNING)
+            return RUNNING
         return CheckRunHealthResult(
             WorkerStatus.FAILED, f"{server} no longer runs it: the server restarted since, taking its worker with it"
         )
+
+    def _unreachable(self, run: DagsterRun, server: str) -> CheckRunHealthResult:
+        """Running while the server has been silent for less than the grace (a restart takes a while)."""
+        now = time.monotonic()
+        for run_id, since in list(self._unreachable_since.items()):  # runs that ended meanwhile are forgotten
+            if now - since > 10 * self.unreachable_grace_seconds:
+                del self._unreachable_since[run_id]
+        since = self._unreachable_since.setdefault(run.run_id, now)
+        if now - since < self.unreachable_grace_seconds:
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"{server} does not answer yet", transient=True)
+        return CheckRunHealthResult(
+            WorkerStatus.FAILED, f"{server} has not answered for {self.unreachable_grace_seconds} s"
+        )
+
+    def _local_worker_health(self, run: DagsterRun, client: DagsterGrpcClient, server: str) -> CheckRunHealthResult:
+        """For a server that cannot list its runs (the proxy of `dagster dev`): on loopback its run
+        workers are processes of this machine, found by the pid each records when it starts (a pid
+        reused by a younger process is not it). A remote one cannot be judged: its max runtime ends it."""
+        if client.host not in LOOPBACK and client.socket is None:
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"{server} cannot say which runs it runs")
+        for entry in self._instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT):
+            pid = entry.dagster_event.engine_event_data.metadata.get("pid")
+            if pid is None:
+                continue
+            try:
+                worker = psutil.Process(int(pid.value))
+                alive = worker.status() != psutil.STATUS_ZOMBIE and worker.create_time() <= entry.timestamp + 1
+            except psutil.NoSuchProcess:
+                alive = False
+            if alive:
+                return RUNNING
+            return CheckRunHealthResult(WorkerStatus.FAILED, f"its run worker (pid {pid.value}) is gone")
+        return CheckRunHealthResult(WorkerStatus.RUNNING, "its run worker has not recorded its pid yet")

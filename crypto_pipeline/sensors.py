@@ -4,8 +4,9 @@ warehouse/requests.py).
 
 Every tick (30 s):
 1. Heal: the minutes of the healing horizon (warehouse.coverage) that are due and not published
-   become requests of origin `healer`; failed requests whose backoff is over go back to
-   `requested` (with attempts left, or in the horizon until published; never a permanent failure).
+   become requests of origin `healer`; failed requests of the horizon whose backoff is over go
+   back to `requested` until published (never a permanent failure); requested minutes stored
+   meanwhile succeed without a run.
 2. Reconcile what is in flight, by the run key each request carries (also a tag on its run).
    A run with that key → `launched` with its real run id. The run ended without storing the
    minute (failed before the merge, canceled, ended by its max runtime, or succeeded without
@@ -15,9 +16,10 @@ Every tick (30 s):
    Launched but the run's record is gone (deleted, pruned) → `requested` again. Only Dagster's
    records and the warehouse are read, never memory, so a daemon restart changes nothing;
    only changes are written.
-3. Submit due minutes (past their live window: the schedule stores younger ones): nearby requested
-   minutes share one run (Dagster's range tags: one run whatever the assets' backfill policy), at
-   most `max_minutes_per_run` long, `max_runs_per_tick` per tick, each under a fresh `run_key`.
+3. Submit due minutes (past their live window and its grace: the schedule stores younger ones):
+   nearby requested minutes share one run (Dagster's range tags: one run whatever the assets'
+   backfill policy), at most `max_minutes_per_run` long, `max_runs_per_tick` per tick, each under a
+   fresh `run_key`; people's minutes first, and runs of the healer's alone at a lower priority.
 
 Success needs no sensor: the merge that stores a minute settles its request in the same
 transaction. A tick with nothing owed reads a few index entries and never builds a DagsterInstance.
@@ -35,7 +37,7 @@ from crypto_pipeline.assets.top_assets import RUN_KEY_TAG
 from crypto_pipeline.partitions import MINUTE_FORMAT
 from crypto_pipeline.resources.warehouse import warehouse_for
 from crypto_pipeline.schedules import MAX_RUNTIME_TAG, backfill_snapshots_job
-from warehouse.coverage import HealingHorizon, minute_of
+from warehouse.coverage import HealingHorizon
 from warehouse.requests import (
     CANCELED_ERROR,
     NO_DATA_ERROR,
@@ -46,7 +48,6 @@ from warehouse.requests import (
     RequestPolicy,
     Status,
 )
-from warehouse.store import ONE_MINUTE
 
 REQUEST_TAG = "crypto_toplist/backfill_request"  # its value: the run key the request was submitted under
 # Dagster's run retries: the failed run is tagged will_retry right after its failure is stored,
@@ -65,6 +66,9 @@ REQUEST_INTERVAL_SECONDS = 30
 LAUNCH_GRACE = timedelta(seconds=60)
 # A retry not created this long after its run failed never comes (the daemon stopped, creation failed).
 RETRY_GRACE = timedelta(seconds=60)
+# Runs of healed minutes alone leave Dagster's queue after the runs of people's requests (priority 0)
+# and the live minutes (10), though they share the request runs' concurrency limit.
+HEALER_PRIORITY = {"dagster/priority": "-1"}
 
 
 def nearby_ranges(minutes: Iterable[datetime], max_length: int, max_gap: int = 0) -> list[tuple[datetime, datetime]]:
@@ -80,6 +84,18 @@ def nearby_ranges(minutes: Iterable[datetime], max_length: int, max_gap: int = 0
                 continue
         ranges.append((minute, minute))
     return ranges
+
+
+def ranges_people_first(
+    due: list[BackfillRequest], max_length: int, max_gap: int
+) -> list[tuple[tuple[datetime, datetime], bool]]:
+    """The ranges of the minutes people asked for (or were served a stand-in for), then those of the
+    healer's alone, each with whether it is the healer's: a person waits for no healed gap."""
+    asked = [r.minute for r in due if r.origin != Origin.HEALER]
+    healed = [r.minute for r in due if r.origin == Origin.HEALER]
+    return [(r, False) for r in nearby_ranges(asked, max_length, max_gap)] + [
+        (r, True) for r in nearby_ranges(healed, max_length, max_gap)
+    ]
 
 
 def newest_runs(instance: dg.DagsterInstance, run_keys: Iterable[str]) -> dict[str, dg.RunRecord]:
@@ -162,7 +178,6 @@ def build_backfill_requests_sensor(settings: Settings) -> dg.SensorDefinition:
     It touches `context.instance` only while a request is in flight.
     """
     policy, healing = RequestPolicy.from_settings(settings), HealingHorizon.from_settings(settings)
-    live_window = timedelta(minutes=settings.live_window_minutes)
     max_minutes, max_runs = settings.backfill_max_minutes_per_run, settings.backfill_max_runs_per_tick
     max_runtime = str(settings.backfill_max_runtime_seconds)
 
@@ -186,14 +201,17 @@ def build_backfill_requests_sensor(settings: Settings) -> dg.SensorDefinition:
             return dg.SkipReason("nothing owed")
         if (in_flight := requests.in_flight()) and (moved := reconcile(context.instance, requests, in_flight)):
             context.log.info("%d request update(s) from Dagster's run records", moved)
-        due = [r.minute for r in requests.due(max_minutes * max_runs, before=minute_of(now - live_window) + ONE_MINUTE)]
+        requests.succeed_stored()  # stored since they were owed: no run needed
+        due = requests.due(max_minutes * max_runs, before=healing.due_before(now))
         runs = []
-        for first, last in nearby_ranges(due, max_minutes, settings.backfill_max_gap_minutes)[:max_runs]:
+        for (first, last), healer_only in ranges_people_first(due, max_minutes, settings.backfill_max_gap_minutes)[
+            :max_runs
+        ]:
             start, end = first.strftime(MINUTE_FORMAT), last.strftime(MINUTE_FORMAT)
             run_key = f"backfill-{start}...{end}-{uuid4().hex[:8]}"  # fresh per attempt: never a duplicate
             requests.submit(first, last, run_key)
             tags = {RANGE_START: start, RANGE_END: end, REQUEST_TAG: run_key, MAX_RUNTIME_TAG: max_runtime}
-            runs.append(dg.RunRequest(run_key=run_key, tags=tags))
+            runs.append(dg.RunRequest(run_key=run_key, tags={**tags, **(HEALER_PRIORITY if healer_only else {})}))
         if not runs:
             return dg.SkipReason("owed minutes are in flight or within their live window")
         context.log.info("launching %d run(s) for %d owed minute(s)", len(runs), len(due))

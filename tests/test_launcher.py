@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
+import psutil
 import pytest
 from dagster._core.launcher import WorkerStatus
 from dagster._core.workspace.context import WorkspaceProcessContext
@@ -21,6 +22,7 @@ from dagster._core.workspace.load_target import GrpcServerTarget
 from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 from dagster._grpc.client import DagsterGrpcClient
 
+from crypto_pipeline.launcher import RUNNING
 from tests.conftest import ROOT, free_port
 from tests.launcher_location import long_run
 
@@ -28,11 +30,15 @@ LOCATION = "monitored"
 GRACE_SECONDS = 3
 
 
+SERVER = ["api", "grpc"]  # compose's code server
+PROXY = ["code-server", "start"]  # what `dagster dev` runs: a proxy in front of a code server it starts
+
+
 @contextmanager
-def code_server(port: int) -> Iterator[subprocess.Popen]:
-    """`dagster api grpc` over tests/launcher_location.py in its own session: killing the session
+def code_server(port: int, kind: list[str] = SERVER) -> Iterator[subprocess.Popen]:
+    """A code server over tests/launcher_location.py in its own session: killing the session
     takes its run workers with it, as recreating a code server's container does."""
-    command = [sys.executable, "-m", "dagster", "api", "grpc", "-h", "127.0.0.1", "-p", str(port),
+    command = [sys.executable, "-m", "dagster", *kind, "-h", "127.0.0.1", "-p", str(port),
                "-f", str(ROOT / "tests" / "launcher_location.py"), "-d", str(ROOT)]  # fmt: skip
     server = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stderr=subprocess.DEVNULL)
     try:
@@ -114,3 +120,22 @@ def test_a_run_executed_outside_a_code_server_is_left_to_its_max_runtime(instanc
     code server to ask, so the health check never fails it; dagster/max_runtime still ends it."""
     run = instance.create_run_for_job(long_run, status=dg.DagsterRunStatus.STARTED)
     assert instance.run_launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
+
+
+def test_behind_dagster_devs_proxy_a_run_is_alive_while_its_worker_process_is(instance):
+    """`dagster dev`'s proxy cannot list its runs: a healthy run must not be taken for one whose
+    server is gone, however long it runs; once its worker dies with the code server behind the
+    proxy (the proxy itself still answering), the run is failed."""
+    port = free_port()
+    with code_server(port, PROXY) as proxy:
+        run = launch_long_run(instance, port)
+        assert instance.run_launcher.check_run_worker_health(run) == RUNNING
+        time.sleep(GRACE_SECONDS + 1)
+        assert instance.run_launcher.check_run_worker_health(run) == RUNNING  # still alive past the grace
+        for process in psutil.Process(proxy.pid).children(recursive=True):  # the server behind it, the worker
+            process.kill()
+        psutil.wait_procs(psutil.Process(proxy.pid).children(recursive=True), timeout=10)
+        gone = instance.run_launcher.check_run_worker_health(run)
+        assert gone.status == WorkerStatus.FAILED and "run worker" in gone.msg and "is gone" in gone.msg
+        monitor_started_run(instance, None, instance.get_run_record_by_id(run.run_id), logging.getLogger(__name__))
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE

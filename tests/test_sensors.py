@@ -35,7 +35,7 @@ from crypto_pipeline.sensors import (
 from tests.api.conftest import ApiServer, seed_snapshot
 from tests.assets.test_pipeline import ASSETS, resources
 from warehouse.coverage import HealingHorizon
-from warehouse.requests import CANCELED_ERROR, NO_DATA_ERROR, RequestPolicy
+from warehouse.requests import CANCELED_ERROR, NO_DATA_ERROR, Origin, RequestPolicy
 from warehouse.schema import UTCDateTime
 from warehouse.store import Warehouse
 
@@ -95,10 +95,14 @@ def create_run(instance: dg.DagsterInstance, request: dg.RunRequest, **run) -> d
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_idle_tick_builds_no_dagster_instance(database_url):
     """The daemon hands the code server an instance ref; building the instance from it costs
-    ~60 ms of CPU, twice a minute, so a tick with nothing open must not."""
-    Warehouse(database_url).requests.ask(BASE, POLICY)
-    seed_snapshot(Warehouse(database_url), BASE)  # a settled request is not open
-    sensor = build_backfill_requests_sensor(sensor_settings(database_url))
+    ~60 ms of CPU, twice a minute, so a tick with nothing owed must not, healing included."""
+    store = Warehouse(database_url)
+    store.requests.ask(BASE, POLICY)
+    seed_snapshot(store, BASE, depth=30)  # a settled request is not open
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    for back in range(15):  # the healing horizon (12 minutes here) is fully stored
+        seed_snapshot(store, now - timedelta(minutes=back), depth=30)
+    sensor = build_backfill_requests_sensor(sensor_settings(database_url, heal_horizon_hours=0.2))
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs)
         assert sensor.evaluate_tick(context).skip_message == "nothing owed"
@@ -122,6 +126,20 @@ def test_sensor_launches_each_range_once_and_only_a_real_run_launches_it(databas
     launched = [store.requests.get(m) for m in minutes(0, 1, 2)]
     assert {(r.status, r.run_id, r.attempts) for r in launched} == {("launched", run.run_id, 1)}
     assert store.requests.get(BASE + timedelta(minutes=10)).status == "requested"
+
+
+def test_people_go_before_the_healer_and_healer_runs_leave_the_queue_last(database_url, dagster_instance):
+    """Two healed gaps older than a person's minute: the person's range is launched first, at the
+    default priority; the healer's runs carry a lower one, so Dagster's queue starts them after."""
+    store = Warehouse(database_url)
+    store.requests.owe(minutes(0, 1, 2, 20, 21), Origin.HEALER)
+    store.requests.ask(BASE + timedelta(minutes=50), POLICY)
+    (first,) = tick(database_url, dagster_instance, backfill_max_runs_per_tick=1).run_requests
+    assert first.tags[RANGE_START] == first.tags[RANGE_END] == "2026-11-20-12:50"
+    assert "dagster/priority" not in first.tags
+    healer_runs = tick(database_url, dagster_instance).run_requests
+    assert sorted(r.tags[RANGE_START] for r in healer_runs) == ["2026-11-20-12:00", "2026-11-20-12:20"]
+    assert {r.tags["dagster/priority"] for r in healer_runs} == {"-1"}
 
 
 def test_a_canceled_run_fails_its_requests_and_asking_again_relaunches(database_url, dagster_instance):

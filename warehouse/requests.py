@@ -3,11 +3,12 @@ the transitions below (Dagster-free: the API asks or owes, the request sensor he
 reconciles from Dagster's run records, the merge settles).
 
     ask/owe ──► requested ──submit──► requested ──launch──► launched ──succeed──► succeeded
-                 ▲  ▲  ▲             (run key,    (Dagster   │  │                  ▲
-                 │  │  │              no run yet)  made the  │  └─fail──► failed ──┘ succeed (any
-                 │  │  └──────release (never created)─┘ run) │             │         run stored it)
-                 │  └─────────requeue (the run's record is gone)┘          │
-                 └── retry (backoff over; attempts left, or in the healing horizon) / ask again ─┘
+                 ▲  ▲  ▲             (run key,    (Dagster   │  │                  ▲  │
+                 │  │  │              no run yet)  made the  │  └─fail──► failed ──┘  │ succeed (any run
+                 │  │  └──────release (never created)─┘ run) │             │          │ stored it)
+                 │  └─────────requeue (the run's record is gone)┘          │          │
+                 ├── retry (in the healing horizon, backoff over) / ask again ┘          │
+                 └── reopen (owed again: its snapshot is gone) ──────────────────────────┘
 
 A minute is owed for one of three reasons (`origin`): someone asked for it and nothing near it was
 stored (a 202), a past minute was answered from an earlier one (a stand-in), or the healer found it
@@ -62,6 +63,7 @@ TRANSITIONS: dict[str, tuple[tuple[Status | None, ...], Status]] = {
     "release": ((Status.REQUESTED,), Status.REQUESTED),
     "owe": ((None,), Status.REQUESTED),
     "retry": ((Status.FAILED,), Status.REQUESTED),
+    "reopen": ((Status.SUCCEEDED,), Status.REQUESTED),
     "launch": ((Status.REQUESTED,), Status.LAUNCHED),
     "succeed": ((Status.REQUESTED, Status.LAUNCHED, Status.FAILED), Status.SUCCEEDED),
     "fail": ((Status.LAUNCHED,), Status.FAILED),
@@ -116,16 +118,21 @@ class RequestPolicy:
         return minute >= (now or utcnow()) - self.heal_horizon
 
     def next_attempt(self, request: BackfillRequest, now: datetime | None = None) -> datetime | None:
-        """For a failed request: from when another attempt is queued (by the request sensor, or by
-        asking again); the backoff doubles with each attempt made, up to `max_backoff`. None once the
-        attempts are used up outside the healing horizon, or when not failed. A permanent failure
-        (plan, key) is fixed by an operator, not by retrying: it never uses up the attempts, the
-        attempt after it starts a new count (see `ask`), and the sensor never retries it by itself."""
+        """For a failed request: from when another attempt is queued (by the request sensor within the
+        healing horizon, else by asking again); the backoff doubles with each attempt made, up to
+        `max_backoff`. None once the attempts are used up outside the horizon, or when not failed. A
+        permanent failure (plan, key) is fixed by an operator, not by retrying: it never uses up the
+        attempts, the attempt after it starts a new count (see `ask`), and is never retried by itself."""
         if request.status != Status.FAILED:
             return None
         if request.attempts >= self.max_attempts and not request.permanent and not self.heals(request.minute, now):
             return None
-        return request.updated_at + min(self.backoff * 2 ** max(0, request.attempts - 1), self.max_backoff)
+        doublings = min(max(0, request.attempts - 1), 32)  # unbounded attempts in the horizon: no overflow
+        return request.updated_at + min(self.backoff * 2**doublings, self.max_backoff)
+
+    def retried_by_itself(self, request: BackfillRequest, now: datetime | None = None) -> bool:
+        """Whether the request sensor queues the next attempt of this failed request without anyone asking."""
+        return not request.permanent and self.heals(request.minute, now)
 
 
 class BackfillRequests:
@@ -210,38 +217,66 @@ class BackfillRequests:
             return fresh
 
     def owe(self, minutes: Iterable[datetime], origin: Origin, now: datetime | None = None) -> int:
-        """Record that these minutes are owed (a stand-in served for one, the healer found them
-        unpublished): a `requested` row for each that has none; an existing one is left as it is
-        (open, settled, or failed and retried by `retry`). Returns how many were new."""
-        now = now or utcnow()
-        rows = [vars(BackfillRequest(m, Status.REQUESTED, now, now, origin=origin)) for m in minutes]
-        if not rows:
+        """Record that these unpublished minutes are owed (a stand-in served for one, the healer found
+        them): a `requested` row for each that has none, and a `succeeded` one whose snapshot is gone
+        (a partial restore) requested again; an open or failed one is left as it is (`retry` takes
+        the failed). Writes only when something changes. Returns how many were new or reopened."""
+        wanted = sorted(set(minutes))
+        if not wanted:
             return 0
-        dialect_insert = postgresql_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        statement = dialect_insert(backfill_requests).on_conflict_do_nothing().returning(backfill_requests.c.minute)
-        with self.writer.begin() as conn:  # RETURNING the rows inserted: drivers' rowcounts differ here
-            return len(conn.execute(statement, rows).all())
+        span = backfill_requests.c.minute.between(wanted[0], wanted[-1])
+        with self.engine.connect() as conn:
+            known = dict(conn.execute(select(backfill_requests.c.minute, backfill_requests.c.status).where(span)).all())
+        new = [vars(BackfillRequest(m, Status.REQUESTED, now or utcnow(), now or utcnow(), origin=origin))
+               for m in wanted if m not in known]  # fmt: skip
+        gone = [m for m in wanted if known.get(m) == Status.SUCCEEDED]
+        changed = 0
+        if new:
+            dialect_insert = postgresql_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+            statement = dialect_insert(backfill_requests).on_conflict_do_nothing().returning(backfill_requests.c.minute)
+            with self.writer.begin() as conn:  # RETURNING the rows inserted: drivers' rowcounts differ here
+                changed += len(conn.execute(statement, new).all())
+        unserved = ~exists().where(snapshots.c.minute == backfill_requests.c.minute)
+        for part in _chunks(gone, 1000):
+            changed += self._move("reopen", backfill_requests.c.minute.in_(part) & unserved, now=now, origin=origin)
+        return changed
+
+    def succeed_stored(self) -> int:
+        """Requested minutes no run was handed yet that are stored meanwhile (the healer or a stand-in
+        read them unpublished just before a merge stored them) succeed: no needless run rewrites them.
+        Read first: a tick writes only what changes (on SQLite a write takes the database's lock)."""
+        waiting = and_(backfill_requests.c.status == Status.REQUESTED, backfill_requests.c.run_key.is_(None))
+        query = select(backfill_requests.c.minute).join(snapshots, snapshots.c.minute == backfill_requests.c.minute)
+        with self.engine.connect() as conn:
+            stored = list(conn.execute(query.where(waiting)).scalars())
+        return sum(
+            self._move(
+                "succeed",
+                backfill_requests.c.minute.in_(part) & backfill_requests.c.run_key.is_(None),
+                error=None,
+                permanent=False,
+            )  # fmt: skip
+            for part in _chunks(stored, 1000)
+        )
 
     def retry(self, policy: RequestPolicy, now: datetime | None = None) -> int:
-        """Failed requests whose backoff is over go back to `requested`, as asking again would: those
-        with attempts left and, until they are published, those of the healing horizon. A permanent
-        failure waits for an operator to fix the plan or key and ask again. Returns how many moved."""
+        """Failed requests of the healing horizon whose backoff is over go back to `requested`, as
+        asking again would, until they are published (read through the index on status and minute:
+        at most a horizon of rows). A permanent failure waits for an operator to fix the plan or key
+        and ask again; older minutes are retried when asked for. Returns how many moved."""
         now = now or utcnow()
-        retryable = and_(
+        in_horizon = and_(
             backfill_requests.c.status == Status.FAILED,
+            backfill_requests.c.minute >= now - policy.heal_horizon,
             backfill_requests.c.permanent.is_(False),
-            or_(
-                backfill_requests.c.attempts < policy.max_attempts,
-                backfill_requests.c.minute >= now - policy.heal_horizon,
-            ),
         )
         due = [
             r.minute
-            for r in self._rows(select(backfill_requests).where(retryable))
+            for r in self._rows(select(backfill_requests).where(in_horizon))
             if policy.next_attempt(r, now) <= now
         ]
         moved = 0
-        for minutes in (due[i : i + 1000] for i in range(0, len(due), 1000)):
+        for minutes in _chunks(due, 1000):
             moved += self._move(
                 "retry",
                 backfill_requests.c.minute.in_(minutes),
@@ -304,6 +339,11 @@ class BackfillRequests:
         )
         with self.writer.begin() as conn:
             return conn.execute(statement).rowcount
+
+
+def _chunks(rows: list, size: int) -> Iterable[list]:
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
 
 
 def settle(

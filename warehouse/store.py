@@ -135,13 +135,15 @@ class Merge:
     blocked: dict[datetime, list[str]] = field(default_factory=dict)
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine with sane pooling; SQLite gets WAL and a busy timeout so readers and the writer coexist."""
+def make_engine(url: str, sqlite_busy_timeout: float = 30, **kwargs: Any) -> Engine:
+    """An engine with sane pooling; SQLite gets WAL and a busy timeout so readers and the writer
+    coexist (a writer waits that long for SQLite's write lock: the API's writes no longer than it waits)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+        connect_args = {"timeout": sqlite_busy_timeout, "check_same_thread": False}
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from tests.api.conftest import seed_snapshot
 from warehouse.requests import NO_DATA_ERROR, Origin, RequestPolicy
+from warehouse.schema import backfill_requests, snapshots
 from warehouse.store import Warehouse
 
 MINUTE = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -208,34 +209,62 @@ def test_due_minutes_wait_for_the_live_window_and_asked_ones_go_first(requests):
     assert [r.minute for r in requests.due(1, live)] == [asked]
 
 
-def test_retry_requeues_transient_failures_after_their_backoff_by_itself(requests):
-    launched(requests, MINUTE, NEXT)
+RECENT = NOW.replace(second=0) - timedelta(hours=1)  # within the healing horizon (24 h)
+
+
+def test_retry_requeues_transient_failures_of_the_horizon_after_their_backoff(requests):
+    """Within the healing horizon the sensor queues another attempt by itself; an older minute waits
+    for someone to ask again, and a permanent failure for an operator."""
+    launched(requests, RECENT, RECENT + timedelta(minutes=1), MINUTE)
     requests.fail("key-1", "upstream down", False, NOW)
     assert requests.retry(POLICY, NOW + timedelta(seconds=59)) == 0  # its backoff is not over
-    assert requests.retry(POLICY, NOW + timedelta(minutes=1)) == 2
-    again = requests.get(MINUTE)
+    assert requests.retry(POLICY, NOW + timedelta(minutes=1)) == 2  # the recent ones, not MINUTE
+    again = requests.get(RECENT)
     assert (again.status, again.attempts, again.error, again.run_key) == ("requested", 1, None, None)
-    assert again.run_id is None
-    launched(requests, MINUTE, key="key-2")
+    assert again.run_id is None and requests.get(MINUTE).status == "failed"
+    assert requests.ask(MINUTE, POLICY, NOW + timedelta(minutes=1)).status == "requested"  # asked: retried
+    launched(requests, RECENT, key="key-2")
     requests.fail("key-2", "CMC error 1006: plan", True, NOW)
     assert requests.retry(POLICY, NOW + timedelta(days=1)) == 0  # a permanent failure waits for an operator
 
 
-def test_the_backoff_stops_growing_and_the_horizon_is_retried_until_published(requests):
+def test_the_backoff_stops_growing_and_the_horizon_is_retried_until_published(requests, database_url):
     """Outside the healing horizon a minute gets max_attempts; inside it, a fault longer than the
-    attempts would otherwise leave it owed for ever, so it is retried at most max_backoff apart."""
+    attempts would otherwise leave it owed for ever, so it is retried at most max_backoff apart,
+    however many attempts it has made."""
     policy = RequestPolicy(max_attempts=2, backoff=timedelta(minutes=1), max_backoff=timedelta(minutes=3))
-    recent = NOW.replace(second=0) - timedelta(hours=1)
-    for minute in (MINUTE, recent):
-        for attempt in range(1, 5):
-            launched(requests, minute, key=f"key-{minute:%H%M}-{attempt}")
-            failed_at = NOW + timedelta(hours=attempt)
-            requests.fail(f"key-{minute:%H%M}-{attempt}", "upstream down", False, failed_at)
-            failed = requests.get(minute)
-            backoff = policy.next_attempt(failed, failed_at)
-            if minute == MINUTE and attempt >= 2:
-                assert backoff is None and requests.retry(policy, failed_at + timedelta(days=1)) == 0
-                break
-            assert backoff - failed_at == min(timedelta(minutes=2 ** (attempt - 1)), timedelta(minutes=3))
-            assert requests.retry(policy, backoff) == 1
-    assert requests.get(recent).attempts == 4 and requests.get(MINUTE).attempts == 2
+    for attempt in range(1, 5):
+        launched(requests, RECENT, key=f"key-{attempt}")
+        failed_at = NOW + timedelta(hours=attempt)
+        requests.fail(f"key-{attempt}", "upstream down", False, failed_at)
+        backoff = policy.next_attempt(requests.get(RECENT), failed_at)
+        assert backoff - failed_at == min(timedelta(minutes=2 ** (attempt - 1)), timedelta(minutes=3))
+        assert requests.retry(policy, backoff) == 1
+    launched(requests, MINUTE, key="old-1")
+    requests.fail("old-1", "upstream down", False, NOW)
+    requests.ask(MINUTE, policy, NOW + timedelta(minutes=1))
+    launched(requests, MINUTE, key="old-2")
+    requests.fail("old-2", "upstream down", False, NOW)
+    assert policy.next_attempt(requests.get(MINUTE), NOW) is None  # its attempts are used up
+    with Warehouse(database_url).engine.begin() as conn:  # a minute failing for a day, every few minutes
+        conn.execute(backfill_requests.update().where(backfill_requests.c.minute == RECENT).values(attempts=1000))
+    launched(requests, RECENT, key="key-1000")
+    requests.fail("key-1000", "upstream down", False, NOW)
+    assert policy.next_attempt(requests.get(RECENT), NOW) == NOW + timedelta(minutes=3)
+    assert requests.retry(policy, NOW + timedelta(minutes=3)) == 1
+
+
+def test_owe_reopens_a_minute_whose_snapshot_is_gone_and_stored_ones_need_no_run(requests, database_url):
+    """A succeeded request whose snapshot was lost (a partial restore) is owed again; a requested
+    one whose minute got stored before any run was handed it succeeds without a run."""
+    store = Warehouse(database_url)
+    seed_snapshot(store, MINUTE, depth=30)
+    requests.owe([MINUTE, NEXT], Origin.HEALER, NOW)
+    assert requests.get(MINUTE).status == "requested"  # owed just before its merge committed
+    assert requests.succeed_stored() == 1
+    assert (requests.get(MINUTE).status, requests.get(NEXT).status) == ("succeeded", "requested")
+    assert requests.owe([MINUTE], Origin.HEALER, NOW) == 0  # stored: nothing to reopen
+    with store.engine.begin() as conn:
+        conn.execute(snapshots.delete().where(snapshots.c.minute == MINUTE))
+    assert requests.owe([MINUTE], Origin.HEALER, NOW) == 1
+    assert requests.get(MINUTE).status == "requested"
