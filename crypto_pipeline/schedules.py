@@ -7,20 +7,11 @@ costs the same with one day or one year of partitions.
 import dagster as dg
 
 from crypto_pipeline.assets.top_assets import top_assets
-from crypto_pipeline.assets.upstream import BACKFILL_NICENESS, NICENESS_TAG, fetch_prices_and_rankings
+from crypto_pipeline.assets.upstream import fetch_prices_and_rankings
 from crypto_pipeline.partitions import MINUTE_FORMAT
+from crypto_pipeline.runs import BACKFILL_NICENESS, LIVE_PRIORITY, MINUTE_RUN_MAX_RUNTIME, NICENESS_TAG
 
 SNAPSHOT_ASSETS = dg.AssetSelection.assets(fetch_prices_and_rankings, top_assets)
-
-# The live minute goes first: the run queue dequeues higher priorities first, the runs of
-# backfill requests have their own concurrency limit (dagster.yaml, the local instance), so a
-# minute's run never waits behind them past the live window, and they run at a lower CPU
-# priority (niceness 10), so they never slow it down on a busy machine.
-LIVE_PRIORITY = {"dagster/priority": "10"}
-# Run monitoring ends a run still running this long after it started (a hung database, say): a
-# minute's run takes seconds, and its minute is then healed from the historical endpoints.
-MAX_RUNTIME_TAG = "dagster/max_runtime"
-MINUTE_RUN_MAX_RUNTIME = {MAX_RUNTIME_TAG: "600"}
 
 minute_snapshot_job = dg.define_asset_job(
     "minute_snapshot",

@@ -33,10 +33,18 @@ from uuid import uuid4
 import dagster as dg
 
 from common.settings import Settings
-from crypto_pipeline.assets.top_assets import RUN_KEY_TAG
 from crypto_pipeline.partitions import MINUTE_FORMAT
 from crypto_pipeline.resources.warehouse import warehouse_for
-from crypto_pipeline.schedules import MAX_RUNTIME_TAG, backfill_snapshots_job
+from crypto_pipeline.runs import (
+    HEALER_PRIORITY,
+    MAX_RUNTIME_TAG,
+    RANGE_END,
+    RANGE_START,
+    REQUEST_TAG,
+    newest_runs,
+    retry_may_come,
+)
+from crypto_pipeline.schedules import backfill_snapshots_job
 from warehouse.coverage import HealingHorizon
 from warehouse.requests import (
     CANCELED_ERROR,
@@ -49,13 +57,6 @@ from warehouse.requests import (
     Status,
 )
 
-REQUEST_TAG = "crypto_toplist/backfill_request"  # its value: the run key the request was submitted under
-# Dagster's run retries: the failed run is tagged will_retry right after its failure is stored,
-# and the daemon creates the retry (or tags the run auto_retry_run_id) an iteration later.
-WILL_RETRY_TAG = "dagster/will_retry"
-AUTO_RETRY_RUN_ID_TAG = "dagster/auto_retry_run_id"
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
 # Every sensor tick costs the daemon and the code server CPU even when idle: the daemon's tick
 # bookkeeping (tick row, instigator state) was ~half of its CPU above Dagster's floor, profiled
 # at 15 s (README, Steady-state CPU), so it ticks every 30 s. Launching waits at most 30 s; a
@@ -64,11 +65,6 @@ REQUEST_INTERVAL_SECONDS = 30
 # Dagster creates a sensor's runs right after the tick; a key still without a run after this
 # was never created (so a request is back to `requested` within two minutes).
 LAUNCH_GRACE = timedelta(seconds=60)
-# A retry not created this long after its run failed never comes (the daemon stopped, creation failed).
-RETRY_GRACE = timedelta(seconds=60)
-# Runs of healed minutes alone leave Dagster's queue after the runs of people's requests (priority 0)
-# and the live minutes (10), though they share the request runs' concurrency limit.
-HEALER_PRIORITY = {"dagster/priority": "-1"}
 
 
 def nearby_ranges(minutes: Iterable[datetime], max_length: int, max_gap: int = 0) -> list[tuple[datetime, datetime]]:
@@ -96,30 +92,6 @@ def ranges_people_first(
     return [(r, False) for r in nearby_ranges(asked, max_length, max_gap)] + [
         (r, True) for r in nearby_ranges(healed, max_length, max_gap)
     ]
-
-
-def newest_runs(instance: dg.DagsterInstance, run_keys: Iterable[str]) -> dict[str, dg.RunRecord]:
-    """The newest run carrying each request key (a run retry inherits its parent's tags)."""
-    # By RUN_KEY_TAG, not REQUEST_TAG: runs launched before migration 0003 carry REQUEST_TAG
-    # "true", but their key in RUN_KEY_TAG too.
-    newest: dict[str, dg.RunRecord] = {}
-    for record in instance.get_run_records(dg.RunsFilter(tags={RUN_KEY_TAG: sorted(run_keys)})):
-        key = record.dagster_run.tags[RUN_KEY_TAG]
-        if key not in newest or record.create_timestamp > newest[key].create_timestamp:
-            newest[key] = record
-    return newest
-
-
-def retry_may_come(instance: dg.DagsterInstance, record: dg.RunRecord, now: datetime) -> bool:
-    """Whether a failed run's automatic retry may still be created: it is tagged will_retry (or,
-    with run retries on, not tagged yet: the tag follows the failure), no retry was created, and
-    the failure is younger than RETRY_GRACE. A retry that comes later still settles its minutes."""
-    tags = record.dagster_run.tags
-    will_retry = tags.get(WILL_RETRY_TAG, "true" if instance.run_retries_enabled else "false")
-    if will_retry != "true" or AUTO_RETRY_RUN_ID_TAG in tags:
-        return False
-    failed_at = record.end_time or record.update_timestamp.timestamp()
-    return now.timestamp() - failed_at < RETRY_GRACE.total_seconds()
 
 
 def outcome(instance: dg.DagsterInstance, record: dg.RunRecord, now: datetime) -> tuple[str, bool] | None:

@@ -18,8 +18,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from common.settings import get_settings
-from crypto_pipeline.assets.upstream import CANDIDATES_BEFORE_TAG
 from crypto_pipeline.partitions import MINUTE_FORMAT, RANGE_RUN_POLICY, minute_partitions
+from crypto_pipeline.runs import CANDIDATES_BEFORE_TAG
 from scripts.run_stack import range_run_command
 
 

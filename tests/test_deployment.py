@@ -150,9 +150,8 @@ def test_live_minutes_come_first_in_both_instances(tmp_path, postgres_url, monke
     in the production dagster.yaml and in the local instance `make run` writes."""
     import dagster as dg
 
-    from crypto_pipeline.assets.upstream import NICENESS_TAG
     from crypto_pipeline.definitions import defs
-    from crypto_pipeline.sensors import REQUEST_TAG
+    from crypto_pipeline.runs import NICENESS_TAG, REQUEST_TAG
     from scripts.run_stack import LOCAL_INSTANCE
 
     for variable, value in postgres_instance_env(postgres_url).items():
@@ -185,7 +184,7 @@ def test_live_minutes_come_first_in_both_instances(tmp_path, postgres_url, monke
 def test_a_run_lowers_its_cpu_priority_to_its_niceness_once(calls, niceness):
     """What a run worker does before it works (in a child process here)."""
     code = (
-        "import os; from crypto_pipeline.assets.upstream import NICENESS_TAG, yield_cpu;"
+        "import os; from crypto_pipeline.runs import NICENESS_TAG, yield_cpu;"
         f"before = os.nice(0); {calls}; print(before, os.nice(0))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -107,7 +107,7 @@ def request_runs(home) -> list:
     """The Dagster runs launched for backfill requests, from the instance's own records."""
     import dagster as dg
 
-    from crypto_pipeline.sensors import REQUEST_TAG
+    from crypto_pipeline.runs import REQUEST_TAG
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         return [r for r in instance.get_runs() if REQUEST_TAG in r.tags]

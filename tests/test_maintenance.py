@@ -162,8 +162,8 @@ def test_a_re_execution_whose_root_run_was_pruned_still_finds_its_family(databas
     of it stays for FAILED_RUN_RETENTION_DAYS; re-executing that one again must still run."""
     from types import SimpleNamespace
 
-    from crypto_pipeline.assets.upstream import run_family
     from crypto_pipeline.maintenance import prune_runs
+    from crypto_pipeline.runs import run_family
 
     @dg.asset
     def nothing() -> None:

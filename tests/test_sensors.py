@@ -20,18 +20,11 @@ from dagster._daemon.monitoring.run_monitoring import check_run_timeout
 from dagster._daemon.sensor import execute_sensor_iteration
 
 from common.settings import Settings
-from crypto_pipeline import sensors
+from crypto_pipeline import runs, sensors
 from crypto_pipeline.definitions import defs
 from crypto_pipeline.resources.warehouse import warehouse_for
-from crypto_pipeline.sensors import (
-    MAX_RUNTIME_TAG,
-    RANGE_END,
-    RANGE_START,
-    REQUEST_TAG,
-    WILL_RETRY_TAG,
-    build_backfill_requests_sensor,
-    nearby_ranges,
-)
+from crypto_pipeline.runs import MAX_RUNTIME_TAG, RANGE_END, RANGE_START, REQUEST_TAG, WILL_RETRY_TAG
+from crypto_pipeline.sensors import build_backfill_requests_sensor, nearby_ranges
 from tests.api.conftest import ApiServer, seed_snapshot
 from tests.assets.test_pipeline import ASSETS, resources
 from warehouse.coverage import HealingHorizon
@@ -363,7 +356,7 @@ def test_a_run_whose_worker_died_ends_at_its_max_runtime_and_its_request_fails(
     assert store.requests.get(BASE).status == "launched"
 
     check_run_timeout(dagster_instance, dagster_instance.get_run_record_by_id(run.run_id), logging.getLogger(), 0)
-    monkeypatch.setattr(sensors, "RETRY_GRACE", timedelta(0))  # a run retry, if the instance makes one, never came
+    monkeypatch.setattr(runs, "RETRY_GRACE", timedelta(0))  # a run retry, if the instance makes one, never came
     tick(database_url, dagster_instance)
     ended = store.requests.get(BASE)
     assert dagster_instance.get_run_by_id(run.run_id).is_finished
@@ -384,7 +377,7 @@ def test_a_failure_waits_for_its_retry_only_while_one_may_come(database_url, dag
     dagster_instance.add_run_tags(run.run_id, {WILL_RETRY_TAG: "true"})
     tick(database_url, dagster_instance)
     assert store.requests.get(BASE).status == "launched"
-    monkeypatch.setattr(sensors, "RETRY_GRACE", timedelta(0))  # the daemon never created the retry
+    monkeypatch.setattr(runs, "RETRY_GRACE", timedelta(0))  # the daemon never created the retry
     tick(database_url, dagster_instance)
     assert store.requests.get(BASE).status == "failed"
 

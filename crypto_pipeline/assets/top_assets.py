@@ -15,13 +15,11 @@ from crypto_pipeline.history import chunk_bounds
 from crypto_pipeline.partitions import MINUTE_FORMAT, RANGE_RUN_POLICY, minute_partitions
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
+from crypto_pipeline.runs import RUN_KEY_TAG
 from warehouse.quality import BLOCKING_CHECKS
 from warehouse.store import Merge
 
 TOP_ASSETS = dg.AssetKey("top_assets")
-# Dagster tags every sensor run with its run key, and a run retry inherits it: the key the
-# backfill requests of a run were submitted under (crypto_pipeline/sensors.py).
-RUN_KEY_TAG = "dagster/run_key"
 MATCH_RATE = "top_100_match_rate"
 CHECKS = {
     **BLOCKING_CHECKS,

@@ -10,7 +10,6 @@ looked up in a volume-sorted list). An older one, or a range, comes from the his
 endpoints, chunk by chunk (BACKFILL_CHUNK_MINUTES), each committed on its own.
 """
 
-import os
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,20 +33,11 @@ from crypto_pipeline.resources.errors import PERMANENT_ERRORS, UpstreamBadReques
 from crypto_pipeline.resources.parsing import HistoryBar
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
+from crypto_pipeline.runs import run_family, yield_cpu
 from warehouse.store import Fetch
 
 PRICES = dg.AssetKey("prices")
 RANKINGS = dg.AssetKey("rankings")
-
-# A run tagged with a niceness lowers its own CPU priority before it works: the runs of backfill
-# requests do (crypto_pipeline/schedules.py), so on a busy machine the live minute's run, which
-# has a deadline, gets the CPU first.
-NICENESS_TAG = "crypto_toplist/niceness"
-BACKFILL_NICENESS = "10"
-BACKFILL_TAG = "dagster/backfill"  # Dagster's tag on every run of a backfill
-ROOT_BACKFILL_TAG = "dagster/root_backfill_id"  # and of a re-executed backfill, the first one's id
-# When a range run by scripts.backfill_range began: its day runs choose their candidates alike.
-CANDIDATES_BEFORE_TAG = "crypto_toplist/candidates_before"
 
 
 class FetchConfig(dg.Config):
@@ -116,16 +106,6 @@ class CryptoCompareSeries:
     emulated: bool
     rejected: int
     reasons: list[str]
-
-
-def yield_cpu(tags: dict[str, str]) -> None:
-    """Lower this run worker's CPU priority to the run's niceness tag, once (threads started
-    afterwards, like the fetch pool, inherit it). The runs of a UI backfill (two at a time)
-    yield like the API's requests unless tagged otherwise."""
-    default = BACKFILL_NICENESS if BACKFILL_TAG in tags else "0"
-    wanted, current = int(tags.get(NICENESS_TAG, default)), os.nice(0)
-    if wanted > current:
-        os.nice(wanted - current)
 
 
 def candidates(store, window: Window, cryptocompare: CryptoCompareResource, depth: int, began: datetime) -> list[dict]:
@@ -447,33 +427,6 @@ def step_failure(failures: list[tuple[dg.AssetKey, BaseException]]) -> dg.Failur
         allow_retries=all(worth_a_quick_retry(error) for error in errors),
         metadata={"permanent": any(isinstance(error, PERMANENT_ERRORS) for error in errors)},
     )
-
-
-def run_family(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
-    """When the first run of this run's family (the run itself unless it is a re-execution) was
-    created, and when the range it belongs to began (what its candidates may be chosen from).
-
-    The first run is the oldest still stored when prune_storage deleted the root (a kept failure
-    can outlive its successful or canceled root), which only means fetching more again. The range
-    began when the backfill its first run belongs to was launched (Dagster copies the backfill's
-    tag to a re-execution only while the backfill is running), when scripts.backfill_range
-    started (CANDIDATES_BEFORE_TAG on each of its day runs), else with the family."""
-    run = context.run
-    family = [run.root_run_id, run.parent_run_id, run.run_id]
-    record = next(r for run_id in family if run_id and (r := context.instance.get_run_record_by_id(run_id)))
-    created = record.create_timestamp.replace(tzinfo=record.create_timestamp.tzinfo or UTC)
-    tags = record.dagster_run.tags
-    if stamp := tags.get(CANDIDATES_BEFORE_TAG):
-        try:
-            began = datetime.fromisoformat(stamp)
-        except ValueError as error:
-            message = f"tag {CANDIDATES_BEFORE_TAG}={stamp!r} is not an ISO time"
-            raise dg.Failure(message, allow_retries=False) from error
-        return created, began if began.tzinfo else began.replace(tzinfo=UTC)
-    # "Re-execute backfill" makes a new backfill; the first one's id stays in root_backfill_id.
-    backfill_id = tags.get(ROOT_BACKFILL_TAG) or tags.get(BACKFILL_TAG)
-    backfill = context.instance.get_backfill(backfill_id) if backfill_id else None
-    return created, datetime.fromtimestamp(backfill.backfill_timestamp, UTC) if backfill else created
 
 
 def fetch_chunk(

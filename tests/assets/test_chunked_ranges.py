@@ -11,14 +11,15 @@ import pytest
 from dagster._core.execution.backfill import PartitionBackfill
 from sqlalchemy import select
 
+from crypto_pipeline import runs
 from crypto_pipeline.assets import upstream
-from crypto_pipeline.assets.upstream import CANDIDATES_BEFORE_TAG, NICENESS_TAG
 from crypto_pipeline.history import CC_MINUTE_HISTORY
 from crypto_pipeline.partitions import MINUTE_FORMAT
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.errors import UpstreamBadRequest, UpstreamTransientError
 from crypto_pipeline.resources.toplist import ToplistConfig
+from crypto_pipeline.runs import CANDIDATES_BEFORE_TAG, NICENESS_TAG
 from tests.api.conftest import market_rows, store_upstream
 from tests.assets.test_pipeline import ASSETS, resources
 from warehouse.schema import fetches, prices, rankings
@@ -357,7 +358,7 @@ def test_a_re_execution_chooses_from_when_its_first_run_or_backfill_began(databa
                               parent_run_id=root.run_id)  # fmt: skip
         dagster_instance.add_run(child)
 
-        created, began = upstream.run_family(SimpleNamespace(run=child, instance=dagster_instance))
+        created, began = runs.run_family(SimpleNamespace(run=child, instance=dagster_instance))
 
         assert began == expected
         assert created == dagster_instance.get_run_record_by_id(root.run_id).create_timestamp.replace(tzinfo=UTC)
