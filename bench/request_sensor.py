@@ -23,7 +23,7 @@ import dagster as dg
 
 from common.settings import Settings
 from crypto_pipeline.definitions import defs
-from crypto_pipeline.history import minutes_in
+from crypto_pipeline.reconstruction import minutes_in
 from crypto_pipeline.sensors import REQUEST_INTERVAL_SECONDS, build_backfill_requests_sensor
 from warehouse.requests import RequestPolicy
 from warehouse.schema import snapshots

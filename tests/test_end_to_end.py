@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from common.settings import Settings
-from crypto_pipeline.history import minutes_in
+from crypto_pipeline.reconstruction import minutes_in
 from emulator.market import Market
 from scripts.run_stack import PRODUCTION_INSTANCE, Stack, postgres_instance_env, stack_environment
 from tests.api.conftest import seed_snapshot

@@ -2,7 +2,13 @@
 
 from datetime import UTC, datetime, timedelta
 
-from crypto_pipeline.history import bar_requests, latest_at_each, minutes_in, rolling_24h_volume, uses_minute_bars
+from crypto_pipeline.reconstruction import (
+    bar_requests,
+    latest_at_each,
+    minutes_in,
+    rolling_24h_volume,
+    uses_minute_bars,
+)
 from crypto_pipeline.resources.parsing import HistoryBar
 
 START = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

@@ -11,8 +11,8 @@ from datetime import UTC, timedelta
 import dagster as dg
 
 from crypto_pipeline.assets.upstream import PRICES, RANKINGS
-from crypto_pipeline.history import chunk_bounds
 from crypto_pipeline.partitions import MINUTE_FORMAT, RANGE_RUN_POLICY, minute_partitions
+from crypto_pipeline.reconstruction import chunk_bounds
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
 from crypto_pipeline.runs import RUN_KEY_TAG

@@ -11,10 +11,9 @@ import pytest
 from dagster._core.execution.backfill import PartitionBackfill
 from sqlalchemy import select
 
-from crypto_pipeline import runs
-from crypto_pipeline.assets import upstream
-from crypto_pipeline.history import CC_MINUTE_HISTORY
+from crypto_pipeline import fetching, runs
 from crypto_pipeline.partitions import MINUTE_FORMAT
+from crypto_pipeline.reconstruction import CC_MINUTE_HISTORY
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.errors import UpstreamBadRequest, UpstreamTransientError
@@ -224,14 +223,14 @@ def test_a_range_across_the_minute_bar_limit_uses_one_bar_size(emulator, databas
     assert after.get("cc_histominute", 0) == before.get("cc_histominute", 0)
 
 
-@pytest.mark.parametrize(("block", "blocks"), [(upstream.HOURLY_BAR_BLOCK, 1), (timedelta(minutes=2 * CHUNK), 2)])
+@pytest.mark.parametrize(("block", "blocks"), [(fetching.HOURLY_BAR_BLOCK, 1), (timedelta(minutes=2 * CHUNK), 2)])
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_hourly_bars_are_fetched_once_per_block_and_rank_as_one_fetch(
     emulator, database_url, dagster_instance, monkeypatch, block, blocks
 ):
     """A range older than a week asks CryptoCompare once per asset per block of chunks, not per
     chunk, and each chunk ranks exactly as bars fetched once for the whole range would."""
-    monkeypatch.setattr(upstream, "HOURLY_BAR_BLOCK", block)
+    monkeypatch.setattr(fetching, "HOURLY_BAR_BLOCK", block)
     # Across a clock hour: the first chunk in one hourly bar, the next two in the following one,
     # so a chunk given only its block's first hours ranks differently.
     first = (past_range() - timedelta(days=10)).replace(minute=0) - timedelta(minutes=CHUNK)

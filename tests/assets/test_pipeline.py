@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
-from crypto_pipeline.assets import upstream
+from crypto_pipeline import fetching
 from crypto_pipeline.assets.top_assets import top_assets
 from crypto_pipeline.assets.upstream import fetch_prices_and_rankings
 from crypto_pipeline.partitions import MINUTE_FORMAT
@@ -266,6 +266,6 @@ def test_an_unexpected_error_is_not_permanent_and_is_retried(materialize, emulat
     def database_down(*_):
         raise sa_exc.OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
 
-    monkeypatch.setattr(upstream, "record", database_down)
+    monkeypatch.setattr(fetching, "record", database_down)
     result = materialize(this_minute(), raise_on_error=False)
     assert step_failure(result) == (False, True)

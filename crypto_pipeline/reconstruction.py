@@ -1,7 +1,8 @@
-"""Window arithmetic for past minutes, kept free of I/O so it is easy to reason about and test.
+"""The arithmetic of a run's minutes, kept free of I/O so it is easy to reason about and test.
 
-A past minute's 24h volume is the sum of the CryptoCompare bars that end with it; its price
-is the newest quote at or before it (CoinMarketCap's historical quotes come every 5 minutes).
+A run covers a window of minutes: one live minute, or a range worked chunk by chunk. A past
+minute's 24h volume is the sum of the CryptoCompare bars that end with it; its price is the
+newest quote at or before it (CoinMarketCap's historical quotes come every 5 minutes).
 """
 
 from __future__ import annotations
@@ -35,6 +36,33 @@ def chunk_bounds(start: datetime, end: datetime, minutes: int) -> list[tuple[dat
 def uses_minute_bars(start: datetime, now: datetime) -> bool:
     """Minute bars are kept 7 days upstream; older windows fall back to hourly bars."""
     return now - start + timedelta(days=1) < CC_MINUTE_HISTORY
+
+
+class Window:
+    """The minutes a run covers, and whether they are live."""
+
+    def __init__(
+        self, start: datetime, end: datetime, now: datetime, live_window: timedelta, minute_bars: bool | None = None
+    ) -> None:
+        self.start, self.end, self.now = start, end, now
+        self.minutes = minutes_in(start, end)
+        self.live = len(self.minutes) == 1 and start <= now < start + live_window
+        # CryptoCompare's bar size, chosen once per range like the candidates: chunks on both sides
+        # of the 7-day minute-bar limit would rank with minute bars on one side, hourly on the other.
+        self.minute_bars = uses_minute_bars(start, now) if minute_bars is None else minute_bars
+
+    @property
+    def mode(self) -> str:
+        return "latest" if self.live else "historical"
+
+    def chunks(self, minutes: int) -> list[Window]:
+        """Consecutive windows of at most `minutes`, covering this one (a live minute is one chunk)."""
+        if self.live:
+            return [self]
+        return [
+            Window(start, end, self.now, timedelta(0), self.minute_bars)
+            for start, end in chunk_bounds(self.start, self.end, minutes)
+        ]
 
 
 def bar_requests(start: datetime, end: datetime, minute_bars: bool) -> list[tuple[int, int]]:
