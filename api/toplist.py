@@ -31,8 +31,9 @@ from starlette.concurrency import run_in_threadpool
 from api.problems import ProblemError, problem_responses
 from common.settings import Settings
 from warehouse.migrate import schema_problem
+from warehouse.publish import Snapshot
 from warehouse.requests import BackfillRequest, Origin, RequestPolicy, Status
-from warehouse.store import Snapshot, Warehouse
+from warehouse.store import Warehouse
 
 CSV_HEADER = ("Rank", "Symbol", "Price USD")
 

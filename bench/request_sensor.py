@@ -25,9 +25,10 @@ from common.settings import Settings
 from crypto_pipeline.definitions import defs
 from crypto_pipeline.reconstruction import minutes_in
 from crypto_pipeline.sensors import REQUEST_INTERVAL_SECONDS, build_backfill_requests_sensor
+from warehouse.publish import Snapshot
 from warehouse.requests import RequestPolicy
 from warehouse.schema import snapshots
-from warehouse.store import Snapshot, Warehouse
+from warehouse.store import Warehouse
 
 
 def cpu_per_tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, ticks: int) -> list[float]:

@@ -19,7 +19,8 @@ from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
 from crypto_pipeline.resources.errors import UpstreamBadRequest, UpstreamError
 from crypto_pipeline.resources.parsing import HistoryBar
 from crypto_pipeline.resources.toplist import ToplistConfig
-from warehouse.store import Fetch, Warehouse
+from warehouse.ingest import Fetch
+from warehouse.store import Warehouse
 
 PRICES, RANKINGS = "prices", "rankings"
 

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
-from warehouse.schema import snapshots
-from warehouse.store import ONE_MINUTE, Warehouse
+from warehouse.database import Database
+from warehouse.schema import ONE_MINUTE, snapshots
 
 # After its live window, how long a minute's live run may still take (its step retries) before the
 # minute counts as owed: the healer must not race a live run that is about to store it.
@@ -54,19 +54,19 @@ class HealingHorizon:
         end = self.due_before(now)
         return (start, end) if start < end else None
 
-    def owed(self, store: Warehouse, now: datetime) -> list[datetime]:
+    def owed(self, store: Database, now: datetime) -> list[datetime]:
         """The minutes of the window that have no snapshot, oldest first."""
         window = self.window(now, first_live_minute(store))
         return unpublished(store, *window) if window else []
 
 
-def first_live_minute(store: Warehouse) -> datetime | None:
+def first_live_minute(store: Database) -> datetime | None:
     """The first minute ever captured live (a partial index: one probe)."""
     query = select(func.min(snapshots.c.minute)).where(snapshots.c.live)
     return store.read(lambda conn: conn.execute(query).scalar())
 
 
-def unpublished(store: Warehouse, start: datetime, end: datetime) -> list[datetime]:
+def unpublished(store: Database, start: datetime, end: datetime) -> list[datetime]:
     """The minutes in [start, end) without a snapshot, oldest first: a count when none is missing
     (the usual case), else the stored minutes of the window (one index range, at most a horizon's)."""
     expected = (end - start) // ONE_MINUTE

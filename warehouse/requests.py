@@ -22,22 +22,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import Engine, and_, exists, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from warehouse.database import chunks, dialect_insert, utcnow
 from warehouse.schema import backfill_requests, snapshots
 
 LOCK_KEY = 0x746F706C  # Postgres advisory lock serializing asks (the bound on open requests)
 NO_DATA_ERROR = "the upstreams returned no prices and rankings for this minute"
 CANCELED_ERROR = "the run was canceled"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Status(StrEnum):
@@ -227,17 +222,18 @@ class BackfillRequests:
         span = backfill_requests.c.minute.between(wanted[0], wanted[-1])
         with self.engine.connect() as conn:
             known = dict(conn.execute(select(backfill_requests.c.minute, backfill_requests.c.status).where(span)).all())
-        new = [vars(BackfillRequest(m, Status.REQUESTED, now or utcnow(), now or utcnow(), origin=origin))
-               for m in wanted if m not in known]  # fmt: skip
+        stamp = now or utcnow()
+        new = [
+            vars(BackfillRequest(m, Status.REQUESTED, stamp, stamp, origin=origin)) for m in wanted if m not in known
+        ]
         gone = [m for m in wanted if known.get(m) == Status.SUCCEEDED]
         changed = 0
         if new:
-            dialect_insert = postgresql_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-            statement = dialect_insert(backfill_requests).on_conflict_do_nothing().returning(backfill_requests.c.minute)
+            inserted = dialect_insert(self.engine, backfill_requests).on_conflict_do_nothing()
             with self.writer.begin() as conn:  # RETURNING the rows inserted: drivers' rowcounts differ here
-                changed += len(conn.execute(statement, new).all())
+                changed += len(conn.execute(inserted.returning(backfill_requests.c.minute), new).all())
         unserved = ~exists().where(snapshots.c.minute == backfill_requests.c.minute)
-        for part in _chunks(gone, 1000):
+        for part in chunks(gone, 1000):
             changed += self._move("reopen", backfill_requests.c.minute.in_(part) & unserved, now=now, origin=origin)
         return changed
 
@@ -255,8 +251,8 @@ class BackfillRequests:
                 backfill_requests.c.minute.in_(part) & backfill_requests.c.run_key.is_(None),
                 error=None,
                 permanent=False,
-            )  # fmt: skip
-            for part in _chunks(stored, 1000)
+            )
+            for part in chunks(stored, 1000)
         )
 
     def retry(self, policy: RequestPolicy, now: datetime | None = None) -> int:
@@ -276,7 +272,7 @@ class BackfillRequests:
             if policy.next_attempt(r, now) <= now
         ]
         moved = 0
-        for minutes in _chunks(due, 1000):
+        for minutes in chunks(due, 1000):
             moved += self._move(
                 "retry",
                 backfill_requests.c.minute.in_(minutes),
@@ -341,11 +337,6 @@ class BackfillRequests:
             return conn.execute(statement).rowcount
 
 
-def _chunks(rows: list, size: int) -> Iterable[list]:
-    for i in range(0, len(rows), size):
-        yield rows[i : i + size]
-
-
 def settle(
     conn, start: datetime, end: datetime, run_id: str | None, run_key: str | None, unpublished: dict[datetime, str]
 ) -> None:
@@ -370,7 +361,7 @@ def settle(
             permanent=False,
             run_key=None,
             submitted_at=None,
-        )  # fmt: skip
+        )
     )
     unserved = and_(in_window, backfill_requests.c.run_key == run_key, backfill_requests.c.status.in_(sources("fail")))
     fail = update(backfill_requests).values(status=Status.FAILED, updated_at=now, permanent=False)

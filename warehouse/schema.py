@@ -14,7 +14,7 @@ import math
 import sys
 from array import array
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
     BigInteger,
@@ -33,6 +33,8 @@ from sqlalchemy import (
     false,
     text,
 )
+
+ONE_MINUTE = timedelta(minutes=1)  # the grain of the warehouse: every minute-keyed row holds one whole UTC minute
 
 
 class UTCDateTime(TypeDecorator):

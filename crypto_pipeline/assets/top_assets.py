@@ -16,8 +16,8 @@ from crypto_pipeline.reconstruction import chunk_bounds
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
 from crypto_pipeline.runs import RUN_KEY_TAG
+from warehouse.merge import Merge
 from warehouse.quality import BLOCKING_CHECKS
-from warehouse.store import Merge
 
 TOP_ASSETS = dg.AssetKey("top_assets")
 MATCH_RATE = "top_100_match_rate"

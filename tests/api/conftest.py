@@ -16,7 +16,8 @@ from api.toplist import ToplistQuery
 from common.settings import Settings
 from emulator.market import Market
 from tests.conftest import free_port
-from warehouse.store import Fetch, Warehouse
+from warehouse.ingest import Fetch
+from warehouse.store import Warehouse
 
 MARKET = Market(3000)
 

@@ -13,8 +13,8 @@ from api.toplist import render
 from common.settings import Settings
 from tests.api.conftest import MARKET, seed_snapshot, store_upstream, this_minute
 from warehouse.coverage import HealingHorizon
+from warehouse.publish import Snapshot
 from warehouse.requests import RequestPolicy
-from warehouse.store import Snapshot
 
 
 def iso(minute) -> str:

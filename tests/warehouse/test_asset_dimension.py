@@ -47,7 +47,7 @@ def test_a_rename_committed_late_is_served_after_the_next_refresh(database_url, 
         conn.execute(renamed.values(symbol="RENAMED", updated_at=MINUTE - timedelta(days=1)))
     assert store.snapshot_rows(MINUTE, 1)[0]["symbol"] == first["symbol"]  # until the next refresh
     later = datetime.now(UTC) + timedelta(minutes=2)
-    monkeypatch.setattr("warehouse.store.utcnow", lambda: later)  # past the refresh interval
+    monkeypatch.setattr("warehouse.serve.utcnow", lambda: later)  # past the refresh interval
     assert store.snapshot_rows(MINUTE, 1)[0]["symbol"] == "RENAMED"
 
 

@@ -12,13 +12,13 @@ from sqlalchemy import inspect, text
 
 from scripts.run_stack import new_database
 from tests.conftest import ROOT
+from warehouse.database import make_engine
 from warehouse.migrate import VERSION_TABLE, current_revision, ensure_schema, head_revision, schema_problem
 from warehouse.schema import metadata
-from warehouse.store import make_engine
 
 STARTERS = 4
 START_AND_ENSURE = (
-    "import sys; from warehouse.migrate import ensure_schema; from warehouse.store import make_engine; "
+    "import sys; from warehouse.migrate import ensure_schema; from warehouse.database import make_engine; "
     "ensure_schema(make_engine(sys.argv[1]))"
 )
 

@@ -9,10 +9,12 @@ import pytest
 from sqlalchemy import event, func, select
 
 from tests.api.conftest import market_rows, seed_snapshot, store_upstream
+from warehouse.ingest import Fetch
+from warehouse.merge import blocked_error
 from warehouse.quality import MinuteQuality, required_rows
 from warehouse.requests import RequestPolicy
 from warehouse.schema import fetches, prices, rankings
-from warehouse.store import Fetch, Warehouse, blocked_error
+from warehouse.store import Warehouse
 
 GOOD = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 MINUTE = GOOD + timedelta(minutes=1)
