@@ -30,6 +30,6 @@ lint: .venv/.synced
 clean:
 	rm -rf .venv .tools .pytest_cache build
 
-# The image and docker-compose.yml on a real Docker engine (scripts/deploy_check.py; README, Production).
+# The image and docker-compose.yml on a real Docker engine (scripts/deploy_check.py; docs/deployment.md#the-deploy-check).
 deploy-check: .venv/.synced
 	.venv/bin/python -m scripts.deploy_check

@@ -58,7 +58,9 @@ class Toplist(BaseModel):
 
 class BackfillStatus(BaseModel):
     minute: datetime
-    status: str = Field(description="requested | launched | succeeded | failed (see the README's lifecycle)")
+    status: str = Field(
+        description="requested | launched | succeeded | failed (see docs/backfills.md#the-request-lifecycle)"
+    )
     detail: str = Field(description="What happens next, in words.")
     requested_at: datetime
     updated_at: datetime

@@ -1,1 +1,1 @@
-"""Benchmarks that print figures, each against a baseline measured in the same run (see README, Benchmarks)."""
+"""Benchmarks that print figures, each against a baseline measured in the same run (docs/benchmarks.md)."""

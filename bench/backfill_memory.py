@@ -7,10 +7,11 @@ Each range is ONE run (`range_run_command`, executed in its own process), whatev
 against the emulator; its peak RSS is read from the kernel when it exits (`wait4`). A backfill
 runs a range as runs of at most a day (bench.range_backfill measures that); this shows what one
 run costs as it grows: at run creation Dagster plans each partition, so one run of 30 days is
-not bounded (README). The warehouse and Dagster's instance are fresh: SQLite with the local instance
-configuration (`make run`), or with `--postgres` a scratch database next to the given one
-holding both, with the production instance (deploy/dagster.yaml). A 30-day range needs
-Postgres: on SQLite Dagster cannot create a run of more than ~31,000 partitions (README). The
+not bounded (docs/benchmarks.md#backfills). The warehouse and Dagster's instance are fresh:
+SQLite with the local instance configuration (`make run`), or with `--postgres` a scratch
+database next to the given one holding both, with the production instance (deploy/dagster.yaml).
+A 30-day range needs Postgres: on SQLite Dagster cannot create a run of more than ~31,000
+partitions (docs/benchmarks.md#backfills). The
 baseline, in the same invocation, is one single-minute run. `--chunk-minutes` above the longest
 range shows what a range cost before chunking.
 """

@@ -1,7 +1,7 @@
 """The code location: assets, checks, the schedule and resources in one place.
 
 Secrets are wired with EnvVar so their values never enter run config or the UI; the rest
-comes from the settings module (environment variables, see README).
+comes from the settings module (environment variables, see docs/settings.md).
 """
 
 import logging

@@ -61,8 +61,8 @@ def candidates(
     stored since do not count: a backfill's day runs, two at a time, and a retry choose as its
     first run did, not from what the runs beside them happen to have stored.
 
-    Survivorship caveat (README): an asset that was top-ranked then but never stored near
-    the window cannot appear.
+    Survivorship caveat (docs/architecture.md#time-and-partitions): an asset that was top-ranked
+    then but never stored near the window cannot appear.
     """
     nearest = store.ranked_near(window.start, depth, fetched_before=began)
     if nearest:

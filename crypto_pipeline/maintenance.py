@@ -83,14 +83,14 @@ def prune_raw_rows(context: dg.OpExecutionContext, retention: RetentionConfig, w
     context.log.info("deleted " + ", ".join(f"{rows} {table} rows" for table, rows in deleted.items()))
 
 
-@dg.job(description="Keep storage bounded: prune old Dagster runs and raw upstream rows (README, Storage).")
+@dg.job(description="Keep storage bounded: prune old Dagster runs and raw upstream rows (docs/storage.md#pruning).")
 def prune_storage():
     prune_dagster_runs()
     prune_raw_rows()
 
 
 # Once a day, not hourly: retention is in days, and each prune run shares the cores with that
-# minute's live run (it published 14.4 s late beside the hourly one; README, Steady-state CPU).
+# minute's live run, which it delays (docs/benchmarks.md#steady-state-cpu-and-publication-lag).
 prune_storage_schedule = dg.ScheduleDefinition(
     job=prune_storage,
     cron_schedule="17 3 * * *",

@@ -3,7 +3,7 @@
 The start is a fixed setting (HISTORY_START), identical in every process; deriving it from
 now() makes processes disagree on the partition set and minutes get skipped. `end_offset=1`
 includes the minute in progress, so the schedule fetches minute M during M. The window grows
-a minute a minute; an operator moves HISTORY_START forward (README, "Time and partitions")
+a minute a minute; an operator moves HISTORY_START forward (docs/architecture.md#time-and-partitions)
 before it passes Dagster's recommended 100,000 partitions, and the code location says when.
 """
 

@@ -59,8 +59,9 @@ from warehouse.requests import (
 
 # Every sensor tick costs the daemon and the code server CPU even when idle: the daemon's tick
 # bookkeeping (tick row, instigator state) was ~half of its CPU above Dagster's floor, profiled
-# at 15 s (README, Steady-state CPU), so it ticks every 30 s. Launching waits at most 30 s; a
-# request whose run never came is back to `requested` within LAUNCH_GRACE + one interval (90 s).
+# at 15 s (docs/benchmarks.md#steady-state-cpu-and-publication-lag), so it ticks every 30 s.
+# Launching waits at most 30 s; a request whose run never came is back to `requested` within
+# LAUNCH_GRACE + one interval (90 s).
 REQUEST_INTERVAL_SECONDS = 30
 # Dagster creates a sensor's runs right after the tick; a key still without a run after this
 # was never created (so a request is back to `requested` within two minutes).

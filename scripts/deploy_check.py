@@ -5,10 +5,10 @@ project, and prints a figure for each step: the build's time and the image's siz
 served minute, a past minute (202, then 200), the API's, the daemon's and Postgres's main
 process ending (the engine's restart policy starts each again), the code server down across a
 minute boundary (that minute healed within 10 minutes), the code server recreated during a
-backfill run (the run ends FAILED), `down` then `up`, and a backup restored as the README says,
-after the volume is gone. Before and after each fault it counts the minutes stored: one stored
-before and missing after is lost, and fails the check. At the end it removes its containers and
-volumes, pass or fail.
+backfill run (the run ends FAILED), `down` then `up`, and a backup restored as
+docs/deployment.md#where-the-data-lives-backup-and-restore says, after the volume is gone.
+Before and after each fault it counts the minutes stored: one stored before and missing after is
+lost, and fails the check. At the end it removes its containers and volumes, pass or fail.
 
 It reaches the stack only through the compose command (`exec -T`), never a published port, so it
 runs the same on a normal engine and on the local-docker kit's loopback-only one:
@@ -39,7 +39,7 @@ import dotenv
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "crypto-toplist:latest"
 SERVICES = ("postgres", "code-server", "dagster-webserver", "dagster-daemon", "api", "emulator")
-APP_SERVICES = ("code-server", "dagster-daemon", "dagster-webserver", "api")  # the README's restore stops these
+APP_SERVICES = ("code-server", "dagster-daemon", "dagster-webserver", "api")  # the documented restore stops these
 DEADLINE_SECONDS = 300
 # Run inside the api container: GET each path given of the API; print a line [status, body] for each.
 PROBE = """
@@ -275,7 +275,7 @@ def down_and_up(stack: Stack) -> None:
 
 
 def backup_and_restore(stack: Stack, folder: Path) -> None:
-    """The README's backup, the volume removed (a lost disk), then the README's restore."""
+    """The documented backup, the volume removed (a lost disk), then the documented restore."""
     dump = folder / "toplist.dump"
     with dump.open("w") as out:
         stack.run("exec", "-T", "postgres", "pg_dump", "-U", "toplist", "-Fc", "toplist", stdout=out)

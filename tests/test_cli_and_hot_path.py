@@ -49,7 +49,7 @@ def test_cli_materializes_a_minute_and_a_range_in_one_run(emulator, tmp_path, pr
     first = now - timedelta(hours=2)
     last = first + timedelta(minutes=4)
     # Dagster's CLI takes --partition-range only under BackfillPolicy.single_run; the assets run
-    # ranges a day per run (multi_run), so the README's shell command is the project's script.
+    # ranges a day per run (multi_run), so the documented shell command (docs/backfills.md) is the project's script.
     assert "single_run" in subprocess.run(
         [*command, "--partition-range", f"{minute_key(first)}...{minute_key(last)}"],
         env=env, cwd=project_dir, capture_output=True, text=True, timeout=300,

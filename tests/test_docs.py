@@ -1,11 +1,11 @@
-"""`make docs` builds (pdoc), and every module says what it is for."""
+"""`make docs` builds (pdoc): the guide and the code reference; and every module says what it is for."""
 
 import ast
 import subprocess
 import sys
 
 from common.settings import Settings
-from scripts.build_docs import PACKAGES
+from scripts.build_docs import GUIDE, PACKAGES
 from tests.conftest import ROOT
 
 
@@ -20,6 +20,11 @@ def test_docs_build_without_import_errors_or_broken_references(tmp_path):
     settings_page = (tmp_path / "common" / "settings.html").read_text()
     missing = [name.upper() for name in Settings.model_fields if name.upper() not in settings_page]
     assert not missing, f"the settings table in the docs lacks {missing}"
+    guide = {path.name for path in (tmp_path / "guide").iterdir()}
+    assert guide == {"index.html"} | {f"{page.stem}.html" for page in GUIDE[1:]}, guide
+    readme = (tmp_path / "guide" / "index.html").read_text()
+    assert 'href="benchmarks.html"' in readme and 'href="../index.html"' in readme  # docs/*.md links rewritten
+    assert "<table>" in (tmp_path / "guide" / "settings.html").read_text()
 
 
 def test_every_module_has_a_docstring():

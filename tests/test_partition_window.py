@@ -1,4 +1,5 @@
-"""Moving the partition window: HISTORY_START forward, as an operator does it (README)."""
+"""Moving the partition window: HISTORY_START forward, as an operator does it
+(docs/architecture.md#time-and-partitions)."""
 
 from __future__ import annotations
 

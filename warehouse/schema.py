@@ -2,7 +2,7 @@
 
 What grows is the served history: one `toplist_snapshots` row per minute, forever. Its
 top list is three packed arrays in that row (ids, prices, volumes in rank order), so a
-year is 525,600 rows, and serving a minute is one primary-key lookup (README, "Storage").
+year is 525,600 rows, and serving a minute is one primary-key lookup (docs/storage.md#the-served-layout).
 Symbols and names live once per asset in `assets`. The raw upstream rows (`prices`,
 `rankings`, `fetches`) are kept for `RAW_RETENTION_DAYS`, then pruned.
 Alembic migrations under `warehouse/migrations` create exactly these tables.
@@ -131,7 +131,7 @@ fetches = Table(
     Column("rejected", Integer, nullable=False),
     Column("fetched_at", UTCDateTime, nullable=False),
     # The blocking checks that refused to publish the minute merged from this capture (the merge sets
-    # it): a refused live capture is fetched again, never kept (README, "Live minutes are kept").
+    # it): a refused live capture is fetched again, never kept (docs/architecture.md#time-and-partitions).
     Column("refused", Text),
 )
 
@@ -159,7 +159,7 @@ snapshots = Table(
     Column("fetched_at", UTCDateTime, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     # Captured from the latest endpoints within its minute's live window: never replaced by a
-    # reconstruction from the historical ones unless a run is told to (README, "Live minutes are kept").
+    # reconstruction from the historical ones unless a run is told to (docs/architecture.md#time-and-partitions).
     Column("live", Boolean, nullable=False, server_default=false()),
     # The served top list in rank order (rank = position + 1): what `top_assets` produces.
     Column("cmc_ids", PackedArray("i"), nullable=False),
@@ -167,7 +167,7 @@ snapshots = Table(
     Column("volumes_24h_usd", PackedArray("d"), nullable=False),
     # The healer heals from the first minute captured live: found in a tiny index, not a scan of the year.
     Index("ix_toplist_snapshots_live", "minute", postgresql_where=text("live"), sqlite_where=text("live = 1")),
-    # Up to 4 KB stays in the row: at depth 200 one value goes to TOAST, not two (README, "Storage").
+    # Up to 4 KB stays in the row: at depth 200 one value goes to TOAST, not two (docs/storage.md#the-served-layout).
     postgresql_with={"toast_tuple_target": TOAST_TUPLE_TARGET},
 )
 

@@ -36,7 +36,7 @@ class UpstreamMalformed(UpstreamTransientError):
 
 
 class UpstreamAuthError(UpstreamError):
-    """The API key is missing, invalid or disabled: set the key (see README, Settings)."""
+    """The API key is missing, invalid or disabled: set the key (see docs/settings.md)."""
 
 
 class UpstreamPlanError(UpstreamError):

@@ -1,5 +1,5 @@
 """What uvicorn refuses before the app sees it (its httptools parser, as `uvicorn[standard]`
-installs it and the deployment and the tests run it), as the README's HTTP API section says,
+installs it and the deployment and the tests run it), as docs/api.md says,
 and what it passes on, which the app answers as problems or data, never a 5xx."""
 
 from __future__ import annotations
