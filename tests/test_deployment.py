@@ -147,7 +147,8 @@ def test_workspace_yaml_loads():
 
 def test_live_minutes_come_first_in_both_instances(tmp_path, postgres_url, monkeypatch):
     """Request-launched runs have their own concurrency limit and minute runs a higher priority,
-    in the production dagster.yaml and in the local instance `make run` writes."""
+    in the production dagster.yaml and in the local instance `make run` writes; neither UI greets
+    its operator with Dagster's "Join the community" pop-up (the webserver's `shouldShowNux`)."""
     import dagster as dg
 
     from crypto_pipeline.definitions import defs
@@ -167,6 +168,7 @@ def test_live_minutes_come_first_in_both_instances(tmp_path, postgres_url, monke
             limits = {limit["key"]: limit["limit"] for limit in queue.tag_concurrency_limits}
             assert limits[REQUEST_TAG] < queue.max_concurrent_runs, home
             assert instance.run_retries_enabled and not instance.run_retries_retry_on_asset_or_op_failure
+            assert not instance.nux_enabled, home
     assert int(defs.resolve_job_def("minute_snapshot").tags["dagster/priority"]) > 0
     backfill = defs.resolve_job_def("backfill_snapshots").tags
     assert "dagster/priority" not in backfill and int(backfill[NICENESS_TAG]) > 0
