@@ -21,7 +21,9 @@ from starlette.types import Receive, Scope, Send
 
 from api.metrics import Metrics
 from api.problems import ProblemError, problem_response
-from api.toplist import GZIP_MINIMUM_BYTES, NotStored, ToplistService, get_toplist, router
+from api.rendering import GZIP_MINIMUM_BYTES
+from api.routes.toplist import get_toplist, router
+from api.service import NotStored, ToplistService
 
 
 class FastPath:

@@ -8,38 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 
-from fastapi import Depends, FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from pydantic import BaseModel, Field
+from fastapi import Depends, FastAPI
+from prometheus_client import CollectorRegistry
 
 from api import problems
 from api.fastpath import FastPath
 from api.metrics import Metrics
 from api.parameters import unambiguous_parameters
-from api.problems import ProblemError, problem_responses
-from api.toplist import Service, ToplistService, router
+from api.routes import backfills, health, toplist
+from api.routes.health import owed_minutes_gauge
+from api.service import ToplistService
 from common.logs import configure_logging
 from common.settings import Settings, get_settings
-from warehouse.coverage import HealingHorizon
 from warehouse.migrate import ensure_schema
 from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
-
-
-class Readiness(BaseModel):
-    status: str = "ready"
-    latest_snapshot: datetime
-    owed_minutes: int = Field(
-        description="Minutes of the healing horizon (HEAL_HORIZON_HOURS) past their live window and not published "
-        "yet: each is requested and retried until it is (see /backfills/{minute})."
-    )
-    oldest_owed_minute: datetime | None = None
 
 
 def engine_options(settings: Settings) -> dict:
@@ -103,46 +90,10 @@ def create_api(settings: Settings) -> FastAPI:
         dependencies=[Depends(unambiguous_parameters)],  # every route, those added later included
     )
     app.state.registry = registry
-    healing = HealingHorizon.from_settings(settings)
+    app.state.owed_minutes = owed_minutes_gauge(registry)
     problems.install(app)
-    app.include_router(router)
-
-    @app.head("/healthz", summary="The process is up (headers only)")
-    @app.get("/healthz", summary="The process is up")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.head("/readyz", summary="Readiness (headers only)", responses=problem_responses(503))
-    @app.get(
-        "/readyz", summary="The database answers and the newest snapshot is fresh", responses=problem_responses(503)
-    )
-    async def readyz(service: Service) -> Readiness:
-        now = datetime.now(UTC)
-        latest = await service.db(service.store.latest_snapshot)
-        age = None if latest is None else (now - latest.minute).total_seconds()
-        if age is None or age > settings.api_ready_max_age_seconds:
-            detail = "no snapshot stored yet" if latest is None else f"newest snapshot is {int(age)} s old"
-            raise ProblemError(503, "Not ready", detail, {"Retry-After": str(settings.api_retry_after_seconds)})
-        owed = await service.db(healing.owed, service.store, now)
-        return Readiness(
-            latest_snapshot=latest.minute, owed_minutes=len(owed), oldest_owed_minute=owed[0] if owed else None
-        )
-
-    owed_minutes = Gauge(
-        "toplist_owed_minutes",
-        "Minutes of the healing horizon (HEAL_HORIZON_HOURS) past their live window and not published yet "
-        "(NaN: the warehouse did not answer)",
-        registry=registry,
-    )
-
-    @app.head("/metrics", summary="Prometheus metrics (headers only)", response_class=Response)
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def metrics(service: Service) -> Response:
-        try:
-            owed_minutes.set(len(await service.db(healing.owed, service.store, datetime.now(UTC))))
-        except ProblemError:
-            owed_minutes.set(math.nan)
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    for routes in (toplist, backfills, health):  # in this order in the OpenAPI document
+        app.include_router(routes.router)
 
     return app
 

@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from api.main import create_app
-from api.toplist import ToplistQuery
+from api.service import ToplistQuery
 from common.settings import Settings
 from emulator.market import Market
 from tests.conftest import free_port

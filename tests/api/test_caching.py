@@ -121,7 +121,7 @@ def test_now_resolved_just_before_a_minute_boundary_is_not_cached_into_the_next(
         def now(cls, tz=None):
             return moments.pop(0) if len(moments) > 1 else moments[0]
 
-    monkeypatch.setattr("api.toplist.datetime", Clock)
+    monkeypatch.setattr("api.service.datetime", Clock)
     with api() as server:
         response = server.get("/", params={"limit": 5})
     assert response.status_code == 200 and response.headers["x-snapshot-time"] == iso(minute)

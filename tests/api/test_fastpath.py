@@ -12,7 +12,7 @@ import gzip
 import time
 from datetime import timedelta
 
-from api.toplist import ToplistService
+from api.service import ToplistService
 from tests.api.conftest import seed_snapshot, this_minute
 from warehouse.requests import RequestPolicy
 

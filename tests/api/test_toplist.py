@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from api.toplist import render
+from api.rendering import render
 from common.settings import Settings
 from tests.api.conftest import MARKET, seed_snapshot, store_upstream, this_minute
 from warehouse.coverage import HealingHorizon
