@@ -121,21 +121,22 @@ def test_two_processes_never_share_a_file_by_default(tmp_path):
 
 def test_log_file_off_leaves_every_service_its_console_only(tmp_path):
     """LOG_FILE=off, as the image sets it: the API's, the pipeline's and the emulator's lines reach
-    their console (what a container's log collects) and no file is written."""
+    their standard output (what a container's log collects, as twelve-factor services log) and no
+    file is written."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("LOG_")}
     environment.update(PYTHONPATH=str(ROOT), LOG_FILE="off")
     for service in ("api", "pipeline"):
         result = subprocess.run([sys.executable, "-c", SAY_HELLO, service], cwd=tmp_path, env=environment,
                                 capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
-        assert "hello" in result.stderr, service
+        assert "hello" in result.stdout and "hello" not in result.stderr, service
     port = free_port()
     emulator = subprocess.Popen([sys.executable, "-m", "emulator", "--port", str(port), "--universe", "50"],
-                                cwd=tmp_path, env=environment, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                                cwd=tmp_path, env=environment, stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         wait_for_http(f"http://127.0.0.1:{port}/_emulator/health")
     finally:
         emulator.terminate()
-        _, console = emulator.communicate(timeout=10)
+        console, _ = emulator.communicate(timeout=10)
     assert "emulating CoinMarketCap" in console
     assert not list(tmp_path.iterdir())  # no .data/logs, no file named after the option either
 
