@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 import psutil
-from dagster import DagsterEventType, Field
+from dagster import DagsterEventType, DagsterInstance, Field
 from dagster._core.errors import DagsterUserCodeUnreachableError
 from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
 from dagster._core.storage.dagster_run import DagsterRun
@@ -100,16 +100,27 @@ class MonitoredRunLauncher(DefaultRunLauncher):
         reused by a younger process is not it). A remote one cannot be judged: its max runtime ends it."""
         if client.host not in LOOPBACK and client.socket is None:
             return CheckRunHealthResult(WorkerStatus.RUNNING, f"{server} cannot say which runs it runs")
-        for entry in self._instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT):
-            pid = entry.dagster_event.engine_event_data.metadata.get("pid")
-            if pid is None:
-                continue
-            try:
-                worker = psutil.Process(int(pid.value))
-                alive = worker.status() != psutil.STATUS_ZOMBIE and worker.create_time() <= entry.timestamp + 1
-            except psutil.NoSuchProcess:
-                alive = False
-            if alive:
-                return RUNNING
-            return CheckRunHealthResult(WorkerStatus.FAILED, f"its run worker (pid {pid.value}) is gone")
-        return CheckRunHealthResult(WorkerStatus.RUNNING, "its run worker has not recorded its pid yet")
+        if (recorded := recorded_worker(self._instance, run.run_id)) is None:
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "its run worker has not recorded its pid yet")
+        if live_worker(*recorded):
+            return RUNNING
+        return CheckRunHealthResult(WorkerStatus.FAILED, f"its run worker (pid {recorded[0]}) is gone")
+
+
+def recorded_worker(instance: DagsterInstance, run_id: str) -> tuple[int, float] | None:
+    """The pid a run's worker recorded when it started, and when it recorded it."""
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        if (pid := entry.dagster_event.engine_event_data.metadata.get("pid")) is not None:
+            return int(pid.value), entry.timestamp
+    return None
+
+
+def live_worker(pid: int, recorded_at: float) -> psutil.Process | None:
+    """The process of that pid, if it runs and is not a younger process that reused the pid."""
+    try:
+        worker = psutil.Process(pid)
+        if worker.status() != psutil.STATUS_ZOMBIE and worker.create_time() <= recorded_at + 1:
+            return worker
+    except psutil.NoSuchProcess:
+        pass
+    return None
