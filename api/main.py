@@ -18,7 +18,7 @@ from api import problems
 from api.fastpath import FastPath
 from api.metrics import Metrics
 from api.parameters import unambiguous_parameters
-from api.routes import backfills, health, toplist
+from api.routes import backfills, coverage, health, toplist
 from api.routes.health import owed_minutes_gauge
 from api.service import ToplistService
 from common.logs import configure_logging
@@ -92,7 +92,7 @@ def create_api(settings: Settings) -> FastAPI:
     app.state.registry = registry
     app.state.owed_minutes = owed_minutes_gauge(registry)
     problems.install(app)
-    for routes in (toplist, backfills, health):  # in this order in the OpenAPI document
+    for routes in (toplist, backfills, coverage, health):  # in this order in the OpenAPI document
         app.include_router(routes.router)
 
     return app

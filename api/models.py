@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from pydantic import BaseModel, Field
 
@@ -60,3 +60,36 @@ class Readiness(BaseModel):
         "yet: each is requested and retried until it is (see /backfills/{minute})."
     )
     oldest_owed_minute: datetime | None = None
+
+
+class MissingRange(BaseModel):
+    start: datetime = Field(description="The first missing minute (UTC).")
+    end: datetime = Field(description="The first minute after it that is stored, or the end of the range.")
+    minutes: int
+
+
+class CoverageCounts(BaseModel):
+    expected_minutes: int = Field(description="Minutes in the range (in this day).")
+    stored_minutes: int
+    missing_minutes: int
+    live_minutes: int = Field(description="Stored minutes captured live, from the upstreams' latest endpoints.")
+    historical_minutes: int = Field(
+        description="Stored minutes fetched afterwards from the historical endpoints (a backfill, the healer)."
+    )
+    emulated_minutes: int = Field(description="Stored minutes whose data came from the emulator, not the upstreams.")
+    complete: bool = Field(description="No minute is missing.")
+
+
+class CoverageDay(CoverageCounts):
+    day: date = Field(description="The UTC day.")
+
+
+class Coverage(CoverageCounts):
+    start: datetime = Field(description="The first minute of the range (UTC).")
+    end: datetime = Field(description="The end of the range, exclusive (UTC).")
+    missing_ranges: list[MissingRange] = Field(description="Every run of missing minutes, oldest first.")
+    missing_ranges_truncated: bool = Field(
+        description="More runs of missing minutes than one answer lists: the first ones are shown; ask for a "
+        "shorter range (from the end of the last one shown) for the rest."
+    )
+    days: list[CoverageDay]

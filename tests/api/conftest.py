@@ -50,22 +50,25 @@ def store_upstream(
     ranking_rows: list[dict] | None,
     price_rows: list[dict] | None,
     fetched: datetime | None = None,
+    mode: str = "latest",
+    emulated: bool = True,
 ):
     """Write one minute's fetched datasets (None: that upstream was not fetched) as the pipeline would, fetched now
-    unless `fetched` says when."""
+    unless `fetched` says when, from the `latest` endpoints (captured live) or the `historical` ones."""
     end = minute + timedelta(minutes=1)
     fetched = fetched or datetime.now(UTC)
     if ranking_rows is not None:
-        fetch = Fetch(minute, "rankings", "cryptocompare", True, "latest", len(ranking_rows), 0, fetched)
+        fetch = Fetch(minute, "rankings", "cryptocompare", emulated, mode, len(ranking_rows), 0, fetched)
         store.replace_rankings(minute, end, ranking_rows, [fetch])
     if price_rows is not None:
-        fetch = Fetch(minute, "prices", "coinmarketcap", True, "latest", len(price_rows), 0, fetched)
+        fetch = Fetch(minute, "prices", "coinmarketcap", emulated, mode, len(price_rows), 0, fetched)
         store.replace_prices(minute, end, price_rows, [fetch])
 
 
-def seed_snapshot(store: Warehouse, minute: datetime, depth: int = 250) -> None:
-    """Store one minute as the pipeline would (rankings, prices, merge), from the emulated market."""
-    store_upstream(store, minute, *market_rows(minute, depth))
+def seed_snapshot(store: Warehouse, minute: datetime, depth: int = 250, **provenance) -> None:
+    """Store one minute as the pipeline would (rankings, prices, merge), from the emulated market;
+    `provenance`: store_upstream's `mode` and `emulated`."""
+    store_upstream(store, minute, *market_rows(minute, depth), **provenance)
     store.merge_top_assets(minute, minute + timedelta(minutes=1), 200)
 
 

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.api.conftest import seed_snapshot
-from warehouse.coverage import HealingHorizon, first_live_minute, unpublished
+from warehouse.coverage import HealingHorizon, coverage, first_live_minute, unpublished
+from warehouse.schema import ONE_MINUTE
 from warehouse.store import Warehouse
 
 NOW = datetime(2026, 12, 3, 18, 45, 30, tzinfo=UTC)
@@ -48,3 +49,31 @@ def test_unpublished_minutes_are_the_gaps_of_the_window_from_the_first_live_one(
     assert unpublished(store, at("18:30"), at("18:41")) == [at(f"18:{m}") for m in (32, 33, 35, 36, 37, 38, 39)]
     assert unpublished(store, at("18:30"), at("18:32")) == []
     assert HORIZON.owed(store, NOW) == unpublished(store, at("18:30"), at("18:41"))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_coverage_counts_each_day_and_merges_the_missing_minutes_into_ranges(database_url):
+    """Across a UTC midnight: stored minutes per day with their provenance, and every missing
+    minute in exactly one range (before the first stored, between two, after the last)."""
+    store = Warehouse(database_url)
+    live = [at("23:57", day=2), at("23:58", day=2), at("00:01")]
+    for minute in live:
+        seed_snapshot(store, minute, depth=20)
+    seed_snapshot(store, at("00:02"), depth=20, mode="historical")
+    seed_snapshot(store, at("00:05"), depth=20, mode="historical", emulated=False)
+    report = coverage(store, at("23:55", day=2), at("00:08"))
+    assert [(d.day.day, d.expected, d.stored, d.live, d.emulated) for d in report.days] == [
+        (2, 5, 2, 2, 2),
+        (3, 8, 3, 1, 2),
+    ]
+    assert report.missing == [
+        (at("23:55", day=2), at("23:57", day=2)),
+        (at("23:59", day=2), at("00:01")),
+        (at("00:03"), at("00:05")),
+        (at("00:06"), at("00:08")),
+    ]
+    missing = {first + i * ONE_MINUTE for first, end in report.missing for i in range((end - first) // ONE_MINUTE)}
+    assert missing == set(unpublished(store, at("23:55", day=2), at("00:08")))
+    assert coverage(store, at("00:01"), at("00:03")).missing == []
+    empty = coverage(store, at("12:00"), at("12:10"))
+    assert empty.missing == [(at("12:00"), at("12:10"))] and empty.days[0].stored == 0
