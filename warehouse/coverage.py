@@ -10,9 +10,9 @@ first minute ever captured live (a new installation owes nothing from before it 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Interval, case, func, literal, select
 
 from warehouse.database import Database
 from warehouse.schema import ONE_MINUTE, snapshots
@@ -105,12 +105,21 @@ class Coverage:
 
 
 def coverage(store: Database, start: datetime, end: datetime) -> Coverage:
-    """The coverage of the minute-aligned range [start, end), in two aggregate queries: stored, live
-    and emulated minutes per day, and the gaps between consecutive stored minutes (a window
-    function), so a year costs two scans of an index range, not half a million rows in Python."""
-    in_range = (snapshots.c.minute >= start) & (snapshots.c.minute < end)
+    """The coverage of the minute-aligned range [start, end) from the minute index alone (its rows
+    hold up to 4 KB each): stored, live and emulated minutes per day in one aggregate query, then
+    the gaps between consecutive stored minutes (a window function) only from the first to the
+    last incomplete day, so a complete year costs one index scan and holes cost their days."""
+    days = stored_per_day(store, start, end)
+    incomplete = [day for day in days if day.stored < day.expected]
+    if not incomplete:
+        return Coverage(start, end, days, [])
+    first_day = max(start, datetime.combine(incomplete[0].day, time.min, UTC))
+    last_day = min(end, datetime.combine(incomplete[-1].day, time.min, UTC) + ONE_DAY)
+    return Coverage(start, end, days, missing_ranges(store, first_day, last_day))
 
-    def read(conn) -> tuple[list, list, tuple]:
+
+def stored_per_day(store: Database, start: datetime, end: datetime) -> list[DayCoverage]:
+    def read(conn) -> list:
         day = day_of(snapshots.c.minute, conn.dialect.name).label("day")
         per_day = (
             select(
@@ -119,34 +128,46 @@ def coverage(store: Database, start: datetime, end: datetime) -> Coverage:
                 func.sum(case((snapshots.c.live, 1), else_=0)),
                 func.sum(case((snapshots.c.source == "emulated", 1), else_=0)),
             )
-            .where(in_range)
+            .where(snapshots.c.minute >= start, snapshots.c.minute < end)
             .group_by(day)
-            .order_by(day)
         )
-        ordered = (
-            select(
-                snapshots.c.minute,
-                func.lag(snapshots.c.minute).over(order_by=snapshots.c.minute).label("previous"),
-            )
-            .where(in_range)
-            .subquery()
-        )
-        gaps = (
-            select(ordered.c.previous, ordered.c.minute)
-            .where(minutes_between(ordered.c.previous, ordered.c.minute, conn.dialect.name) > 1)
-            .order_by(ordered.c.minute)
-        )
-        bounds = select(func.min(snapshots.c.minute), func.max(snapshots.c.minute)).where(in_range)
-        return conn.execute(per_day).all(), conn.execute(gaps).all(), conn.execute(bounds).one()
+        return conn.execute(per_day).all()
 
-    stored_days, gaps, (first, last) = store.read(read)
-    stored = {as_date(row[0]): row[1:] for row in stored_days}
+    stored = {as_date(row[0]): row[1:] for row in store.read(read)}
     days = []
     for day_start in days_in(start, end):
         expected = (min(day_start + ONE_DAY, end) - max(day_start, start)) // ONE_MINUTE
         count, live, emulated = stored.get(day_start.date(), (0, 0, 0))
         days.append(DayCoverage(day_start.date(), expected, count, int(live), int(emulated)))
-    return Coverage(start, end, days, missing_ranges(start, end, first, last, gaps))
+    return days
+
+
+def missing_ranges(store: Database, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """[from, to) of each run of missing minutes in [start, end): before the first stored one,
+    between consecutive stored ones, after the last."""
+    in_range = (snapshots.c.minute >= start) & (snapshots.c.minute < end)
+
+    def read(conn) -> tuple[list, tuple]:
+        ordered = (
+            select(snapshots.c.minute, func.lag(snapshots.c.minute).over(order_by=snapshots.c.minute).label("previous"))
+            .where(in_range)
+            .subquery()
+        )
+        gaps = select(ordered.c.previous, ordered.c.minute).where(
+            more_than_a_minute_apart(ordered.c.previous, ordered.c.minute, conn.dialect.name)
+        )
+        bounds = select(func.min(snapshots.c.minute), func.max(snapshots.c.minute)).where(in_range)
+        return conn.execute(gaps.order_by(ordered.c.minute)).all(), conn.execute(bounds).one()
+
+    gaps, (first, last) = store.read(read)
+    if first is None:
+        return [(start, end)]
+    first, last = as_utc(first), as_utc(last)
+    ranges = [(start, first)] if first > start else []
+    ranges += [(as_utc(previous) + ONE_MINUTE, as_utc(following)) for previous, following in gaps]
+    if last + ONE_MINUTE < end:
+        ranges.append((last + ONE_MINUTE, end))
+    return ranges
 
 
 def days_in(start: datetime, end: datetime) -> list[datetime]:
@@ -159,29 +180,16 @@ def days_in(start: datetime, end: datetime) -> list[datetime]:
     return days
 
 
-def missing_ranges(start, end, first, last, gaps) -> list[tuple[datetime, datetime]]:
-    """[from, to) of each run of missing minutes: before the first stored one, between consecutive
-    stored ones (`gaps`: (previous, next) rows, as the database gives them), after the last."""
-    if first is None:
-        return [(start, end)]
-    first, last = as_utc(first), as_utc(last)
-    ranges = [(start, first)] if first > start else []
-    ranges += [(as_utc(previous) + ONE_MINUTE, as_utc(following)) for previous, following in gaps]
-    if last + ONE_MINUTE < end:
-        ranges.append((last + ONE_MINUTE, end))
-    return ranges
-
-
 def day_of(column, dialect: str):
     """The UTC day of a stored minute: naive UTC text on SQLite, timestamptz on Postgres."""
     return func.substr(column, 1, 10) if dialect == "sqlite" else func.date(func.timezone("UTC", column))
 
 
-def minutes_between(earlier, later, dialect: str):
-    """How many minutes `later` is after `earlier`, in SQL (rounded: SQLite's julianday is a float)."""
+def more_than_a_minute_apart(earlier, later, dialect: str):
+    """`later` is more than a minute after `earlier`, in SQL (SQLite keeps naive UTC text: julianday)."""
     if dialect == "sqlite":
-        return func.round((func.julianday(later) - func.julianday(earlier)) * 1440)
-    return func.extract("epoch", later - earlier) / 60
+        return func.julianday(later) - func.julianday(earlier) > 1.5 / 1440
+    return later - earlier > literal(ONE_MINUTE, Interval())
 
 
 def as_date(value) -> date:

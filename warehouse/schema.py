@@ -167,6 +167,8 @@ snapshots = Table(
     Column("volumes_24h_usd", PackedArray("d"), nullable=False),
     # The healer heals from the first minute captured live: found in a tiny index, not a scan of the year.
     Index("ix_toplist_snapshots_live", "minute", postgresql_where=text("live"), sqlite_where=text("live = 1")),
+    # Coverage (GET /coverage) counts per day from the index alone: the rows hold up to 4 KB each.
+    Index("ix_toplist_snapshots_provenance", "minute", "live", "source"),
     # Up to 4 KB stays in the row: at depth 200 one value goes to TOAST, not two (docs/storage.md#the-served-layout).
     postgresql_with={"toast_tuple_target": TOAST_TUPLE_TARGET},
 )
