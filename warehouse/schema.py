@@ -20,6 +20,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     Index,
@@ -169,6 +170,8 @@ snapshots = Table(
     Index("ix_toplist_snapshots_live", "minute", postgresql_where=text("live"), sqlite_where=text("live = 1")),
     # Coverage (GET /coverage) counts per day from the index alone: the rows hold up to 4 KB each.
     Index("ix_toplist_snapshots_provenance", "minute", "live", "source"),
+    # The day files' sensor finds the minutes written since its last tick here, not in a scan of the year.
+    Index("ix_toplist_snapshots_created_at", "created_at"),
     # Up to 4 KB stays in the row: at depth 200 one value goes to TOAST, not two (docs/storage.md#the-served-layout).
     postgresql_with={"toast_tuple_target": TOAST_TUPLE_TARGET},
 )
@@ -192,4 +195,18 @@ backfill_requests = Table(
     Column("origin", String(16), nullable=False, server_default="asked"),
     Index("ix_backfill_requests_status", "status", "minute"),
     Index("ix_backfill_requests_run_key", "run_key"),
+)
+
+history_day_files = Table(
+    "history_day_files",
+    metadata,
+    # What each day file holds (warehouse.day_files): the sensor that keeps the files current compares a
+    # day's stored minutes with this record, and the range routes know which days a file serves.
+    Column("day", Date, primary_key=True),
+    Column("minutes", Integer, nullable=False),  # the day's stored minutes the file holds
+    Column("expected_minutes", Integer, nullable=False),  # the day's minutes since HISTORY_START
+    Column("rows", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("last_created_at", UTCDateTime, nullable=False),  # the newest snapshot written into the file
+    Column("written_at", UTCDateTime, nullable=False),
 )

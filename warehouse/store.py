@@ -8,6 +8,7 @@ Each concern is its own module, and the handle is all of them on one engine:
   (`warehouse.publish`), requests settled, in one transaction;
 - `warehouse.serve`: what a minute serves (the API's reads);
 - `warehouse.retention`: pruning the raw rows;
+- `warehouse.day_files`: a day's rows for its Parquet file, and the files' records;
 - `warehouse.requests`: the backfill request lifecycle (`Warehouse.requests`).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from warehouse.day_files import DayFileStore
 from warehouse.ingest import Ingest
 from warehouse.merge import Merging
 from warehouse.requests import BackfillRequests
@@ -22,7 +24,7 @@ from warehouse.retention import Retention
 from warehouse.serve import Serving
 
 
-class Warehouse(Ingest, Merging, Serving, Retention):
+class Warehouse(Ingest, Merging, Serving, Retention, DayFileStore):
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
         super().__init__(url, **engine_kwargs)
         self.requests = BackfillRequests(self.engine, self._writer)
