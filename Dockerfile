@@ -19,7 +19,7 @@ FROM python:3.11-slim AS runtime
 # only to Dagster's instance folder and to /app/.data (the settings' data folder, where a volume
 # can mount: a new named volume takes this folder's owner).
 RUN useradd --create-home --uid 10001 app \
- && mkdir -p /opt/dagster/home /app/.data && chown app /opt/dagster/home /app/.data
+ && mkdir -p /opt/dagster/home /app/.data/history && chown app /opt/dagster/home /app/.data /app/.data/history
 WORKDIR /app
 COPY --from=build /app /app
 COPY deploy/dagster.yaml deploy/workspace.yaml alembic.ini /opt/dagster/home/

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         default=f"sqlite:///{DATA_DIR / 'warehouse.db'}",
         description="warehouse URL (`postgresql+psycopg://user:pw@host/db` in production)",
     )
+    history_dir: Path = Field(
+        default=DATA_DIR / "history",
+        description="folder of the day files, one Parquet file per UTC day of the history ([History files]"
+        "(history-files.md)); a local folder (a mounted volume): object-store URLs are not supported yet",
+    )
 
     # Upstreams
     cmc_api_key: SecretStr | None = Field(
@@ -232,10 +237,21 @@ class Settings(BaseSettings):
             self.cmc_base_url = self.cryptocompare_data_api_url = self.cryptocompare_min_api_url = self.emulator_url
         return self
 
-    @field_validator("dagster_home")
+    @field_validator("dagster_home", "history_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
-        return value if value.is_absolute() else PROJECT_ROOT / value  # Dagster insists on an absolute path
+        # Relative to the project, whatever a process's working directory (Dagster insists on an absolute home).
+        return value if value.is_absolute() else PROJECT_ROOT / value
+
+    @field_validator("history_dir", mode="before")
+    @classmethod
+    def _local_folder(cls, value: str | Path) -> str | Path:
+        if "://" in str(value):
+            raise ValueError(
+                f"HISTORY_DIR={value}: object stores (s3://, gs://, …) are not supported yet, only a local folder "
+                "(a mounted volume works); docs/history-files.md says how the same layout is read from one"
+            )
+        return value
 
     @field_validator("history_start")
     @classmethod

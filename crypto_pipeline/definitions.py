@@ -13,12 +13,15 @@ import dagster as dg
 
 from common.logs import configure_logging
 from common.settings import get_settings
+from crypto_pipeline.assets.history_day_file import history_day_file
 from crypto_pipeline.assets.top_assets import top_assets
 from crypto_pipeline.assets.upstream import fetch_prices_and_rankings
+from crypto_pipeline.history_sensor import build_history_day_files_sensor, history_day_files_job
 from crypto_pipeline.maintenance import RetentionConfig, prune_storage, prune_storage_schedule
 from crypto_pipeline.partitions import window_warning
 from crypto_pipeline.resources.coinmarketcap import CoinMarketCapResource
 from crypto_pipeline.resources.cryptocompare import CryptoCompareResource
+from crypto_pipeline.resources.history_files import HistoryFilesConfig
 from crypto_pipeline.resources.sources import SOURCES_DIR
 from crypto_pipeline.resources.toplist import ToplistConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
@@ -64,10 +67,10 @@ cryptocompare = CryptoCompareResource.wired(
 )
 
 defs = dg.Definitions(
-    assets=[fetch_prices_and_rankings, top_assets],
-    jobs=[minute_snapshot_job, backfill_snapshots_job, prune_storage],
+    assets=[fetch_prices_and_rankings, top_assets, history_day_file],
+    jobs=[minute_snapshot_job, backfill_snapshots_job, history_day_files_job, prune_storage],
     schedules=[every_minute, prune_storage_schedule],
-    sensors=[build_backfill_requests_sensor(settings)],
+    sensors=[build_backfill_requests_sensor(settings), build_history_day_files_sensor(settings)],
     resources={
         "cmc": cmc,
         "cryptocompare": cryptocompare,
@@ -84,6 +87,9 @@ defs = dg.Definitions(
             row_count_threshold=settings.row_count_threshold,
             historical_price_source=settings.historical_price_source,
             chunk_minutes=settings.backfill_chunk_minutes,
+        ),
+        "history_files": HistoryFilesConfig(
+            directory=str(settings.history_dir), history_start=settings.history_start.isoformat()
         ),
         "retention": RetentionConfig(
             run_days=settings.run_retention_days,

@@ -46,3 +46,10 @@ def window_warning(start: datetime, now: datetime) -> str | None:
         f"HISTORY_START={suggested:%Y-%m-01T00:00Z}, and restart the code location and the daemon; stored "
         "minutes stay served."
     )
+
+
+# One partition per UTC day of the minute window, up to the last ended day: the day files
+# (crypto_pipeline.assets.history_day_file). A day partition depends on its day's minute partitions.
+day_partitions = dg.DailyPartitionsDefinition(
+    start_date=get_settings().history_start.strftime("%Y-%m-%d"), timezone="UTC", end_offset=0
+)

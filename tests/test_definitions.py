@@ -20,6 +20,21 @@ def test_lineage_prices_and_rankings_feed_top_assets_with_checks():
     assert check_names == {"ranks_contiguous", "unique_cmc_ids", "prices_positive", "top_100_match_rate", "row_count"}
 
 
+def test_day_files_depend_on_the_minutes_and_have_their_checks_and_sensor():
+    graph = defs.resolve_asset_graph()
+    day_file = dg.AssetKey("history_day_file")
+    assert graph.get(day_file).parent_keys == {dg.AssetKey("top_assets")}
+    checks = {key.name: graph.get_check_spec(key).blocking for key in graph.get_check_keys_for_assets({day_file})}
+    assert checks == {
+        "minutes_as_stored": True,
+        "ranks_contiguous": True,
+        "rows_as_stored": True,
+        "day_complete": False,
+    }
+    sensor = defs.get_sensor_def("history_day_files_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.job_name == "history_day_files"
+
+
 def test_schedule_is_on_by_default_and_requests_the_minute_of_the_tick():
     assert every_minute.default_status == dg.DefaultScheduleStatus.RUNNING
     tick = datetime(2026, 11, 27, 12, 5, tzinfo=UTC)

@@ -94,11 +94,13 @@ def stack(emulator, tmp_path, project_dir) -> Iterator[dict]:
     instance, the API, and the current minute materialized (the schedule's first tick)."""
     home = tmp_path / "dagster"
     home.mkdir()
+    (tmp_path / "data").mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("CMC_API_KEY", "CRYPTOCOMPARE_API_KEY", "VIRTUAL_ENV")}
     env.update(
         EMULATOR_URL=emulator.url,
         DATABASE_URL=f"sqlite:///{tmp_path / 'warehouse.db'}",  # never migrated: first use creates it
         DAGSTER_HOME=str(home),
+        HISTORY_DIR=str(tmp_path / "data" / "history"),  # each block's `.data` (below)
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]]),
         LOG_CONSOLE="false",
     )
@@ -201,8 +203,10 @@ def test_every_console_command_works_as_written(stack, tmp_path):
         # Each command in braces, so a trailing comment cannot swallow the redirection of its stderr.
         # The marker on a line of its own even after an answer without a final newline (curl's JSON).
         script = block_script(block, stack["api"])
+        cwd = scratch_copy(tmp_path / f"block{number}")
+        (cwd / ".data").symlink_to(Path(stack["env"]["HISTORY_DIR"]).parent)  # as `make run`'s data folder
         result = subprocess.run(
-            ["bash", "-c", script], cwd=scratch_copy(tmp_path / f"block{number}"), env=stack["env"],
+            ["bash", "-c", script], cwd=cwd, env=stack["env"],
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert result.returncode == 0, f"{page}: block failed:\n{script}\n{result.stdout[-3000:]}{result.stderr}"

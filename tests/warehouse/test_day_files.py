@@ -1,5 +1,5 @@
-"""Day files from a seeded warehouse: the checks judge real files (and fail on corrupted ones), and
-a write is atomic."""
+"""Day files from a seeded warehouse: the checks judge real files (and fail on corrupted ones), a
+write is atomic, and HISTORY_DIR refuses what it cannot write to yet."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from datetime import UTC, date, datetime, timedelta
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from pydantic import ValidationError
 
+from common.settings import Settings
 from tests.api.conftest import seed_snapshot
 from warehouse.day_files import DayFiles, judge, missing_ranges, write_day_file
 from warehouse.store import Warehouse
@@ -163,3 +165,8 @@ def test_a_day_without_a_stored_minute_gets_no_file(database_url, tmp_path):
     record, verdicts, holes = write_day_file(Warehouse(database_url), files, DAY, HISTORY_START)
     assert (record, verdicts, len(holes)) == (None, {}, 1) and files.days() == []
 
+
+def test_history_dir_is_a_local_folder_relative_to_the_project():
+    assert Settings(_env_file=None, history_dir="somewhere").history_dir.is_absolute()
+    with pytest.raises(ValidationError, match="object stores .* are not supported yet"):
+        Settings(_env_file=None, history_dir="s3://bucket/history")
