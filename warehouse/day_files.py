@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import LargeBinary, delete, func, insert, select, type_coerce
 
+from warehouse.coverage import as_date, as_utc, day_of, missing_ranges
 from warehouse.database import Database, chunks, utcnow
 from warehouse.publish import TOP_LIST_FIELDS
 from warehouse.schema import ONE_MINUTE, assets, history_day_files, snapshots
@@ -218,19 +219,9 @@ def judge(file: Path, stored: pa.Table) -> dict[str, Verdict]:
     }
 
 
-def missing_ranges(minutes: list[datetime], day: date, history_start: datetime) -> list[tuple[datetime, datetime]]:
-    """The day's expected minutes that are not stored, merged into [first, last] ranges."""
-    start = max(day_start(day), history_start)
-    stored, ranges = set(minutes), []
-    for i in range(expected_minutes(day, history_start)):
-        minute = start + i * ONE_MINUTE
-        if minute in stored:
-            continue
-        if ranges and ranges[-1][1] == minute - ONE_MINUTE:
-            ranges[-1] = (ranges[-1][0], minute)
-        else:
-            ranges.append((minute, minute))
-    return ranges
+def minutes_in(ranges: list[tuple[datetime, datetime]]) -> int:
+    """How many minutes [from, to) ranges hold."""
+    return sum((end - start) // ONE_MINUTE for start, end in ranges)
 
 
 def _unpacked(blobs: list[bytes], arrow_type: pa.DataType, typecode: str) -> pa.Array:
@@ -339,8 +330,7 @@ class DayFileStore(Database):
                     snapshots.c.minute >= start, snapshots.c.minute < start + ONE_DAY
                 )
                 count, newest = conn.execute(query).one()
-                # SQLite's max() answers the stored text: through the column type for a UTC datetime.
-                states[day] = DayState(count, snapshots.c.created_at.type.process_result_value(newest, conn.dialect))
+                states[day] = DayState(count, as_utc(newest) if newest is not None else None)
             return states
 
         return self.read(read)
@@ -348,11 +338,16 @@ class DayFileStore(Database):
     def days_written_since(self, since: datetime | None, first_minute: datetime) -> tuple[set[date], datetime | None]:
         """The days (from `first_minute` on) that have a snapshot written after `since` (every day
         if None), and the newest `created_at` among them: an index range on `created_at`."""
-        query = select(snapshots.c.minute, snapshots.c.created_at).where(snapshots.c.minute >= first_minute)
-        if since is not None:
-            query = query.where(snapshots.c.created_at > since)
-        rows = self.read(lambda conn: conn.execute(query).all())
-        return {r.minute.date() for r in rows}, max((r.created_at for r in rows), default=None)
+
+        def read(conn) -> list:
+            day = day_of(snapshots.c.minute, conn.dialect.name)
+            query = select(day, func.max(snapshots.c.created_at)).where(snapshots.c.minute >= first_minute)
+            if since is not None:
+                query = query.where(snapshots.c.created_at > since)
+            return conn.execute(query.group_by(day)).all()
+
+        per_day = {as_date(day): as_utc(newest) for day, newest in self.read(read)}
+        return set(per_day), max(per_day.values(), default=None)
 
     def day_file_records(self, days: Iterable[date]) -> dict[date, DayFileRecord]:
         query = select(*history_day_files.c).where(history_day_files.c.day.in_(list(days)))
@@ -369,20 +364,21 @@ def write_day_file(
 ) -> tuple[DayFileRecord | None, dict[str, Verdict], list[tuple[datetime, datetime]]]:
     """Write `day`'s file from the warehouse: pending, judged, then published and recorded only if
     every check passed. Returns the record (None if not published), the verdicts, and the day's
-    missing minute ranges. A day without a stored minute gets no file."""
+    missing minutes as [from, to) ranges (warehouse.coverage). A day without a stored minute gets
+    no file."""
     import pyarrow.compute as pc
 
+    first, end = max(day_start(day), history_start), day_start(day) + ONE_DAY
     table, last_created_at = store.day_rows(day)
     if last_created_at is None:
-        return None, {}, missing_ranges([], day, history_start)
-    stored = pc.unique(table["minute"]).to_pylist()
-    minutes, expected = len(stored), expected_minutes(day, history_start)
-    holes = missing_ranges(stored, day, history_start)
+        return None, {}, [(first, end)]
+    holes = missing_ranges(store, first, end)
+    minutes, expected = pc.count_distinct(table["minute"]).as_py(), expected_minutes(day, history_start)
     metadata = {
         "day": day.isoformat(),
         "minutes": str(minutes),
         "expected_minutes": str(expected),
-        "missing_minutes": str(sum((last - first) // ONE_MINUTE + 1 for first, last in holes)),
+        "missing_minutes": str(minutes_in(holes)),
         "last_created_at": last_created_at.isoformat(),
     }
     pending = files.write_pending(day, table, metadata)

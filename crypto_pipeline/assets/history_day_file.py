@@ -13,7 +13,7 @@ import dagster as dg
 from crypto_pipeline.partitions import day_partitions
 from crypto_pipeline.resources.history_files import HistoryFilesConfig
 from crypto_pipeline.resources.warehouse import WarehouseResource
-from warehouse.day_files import ONE_MINUTE, write_day_file
+from warehouse.day_files import minutes_in, write_day_file
 
 HISTORY_DAY_FILE = dg.AssetKey("history_day_file")
 BLOCKING = {
@@ -46,7 +46,7 @@ def history_day_file(
     record, verdicts, holes = write_day_file(warehouse.store, files, day, history_files.first_minute)
     if not verdicts:
         raise dg.Failure(f"no minute of {day} is stored: the day has no file")
-    missing = sum((last - first) // ONE_MINUTE + 1 for first, last in holes)
+    missing = minutes_in(holes)
     if record is not None:  # published: the checks judged the file before it was renamed into place
         yield dg.MaterializeResult(
             metadata={
@@ -68,6 +68,7 @@ def history_day_file(
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "missing_minutes": missing,
+            # [from, to): 23:58 to 00:00 is the day's last two minutes
             "missing_ranges": dg.MetadataValue.json([[f"{a:%H:%M}", f"{b:%H:%M}"] for a, b in holes[:50]]),
         },
     )

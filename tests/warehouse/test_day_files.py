@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from common.settings import Settings
 from tests.api.conftest import seed_snapshot
-from warehouse.day_files import DayFiles, judge, missing_ranges, write_day_file
+from warehouse.day_files import DayFiles, judge, write_day_file
 from warehouse.store import Warehouse
 
 DAY = date(2026, 12, 1)
@@ -47,8 +47,7 @@ def test_a_day_file_holds_exactly_its_stored_minutes_as_served(seeded, tmp_path)
     assert (record.minutes, record.expected_minutes, record.rows) == (5, 1440, 5 * 40)
     assert record.bytes == files.path(DAY).stat().st_size
     assert seeded.day_file_records([DAY]) == {DAY: record}
-    assert holes == [(MINUTES[3] - timedelta(minutes=4), MINUTES[3] - timedelta(minutes=1)),
-                     (MINUTES[3] + timedelta(minutes=1), MINUTES[4] - timedelta(minutes=1))]  # fmt: skip
+    assert holes == [(MINUTES[2] + timedelta(minutes=1), MINUTES[3]), (MINUTES[3] + timedelta(minutes=1), MINUTES[4])]
 
     rows = query(f"SELECT * FROM read_parquet('{files.pattern}', hive_partitioning = true) ORDER BY minute, rank")
     assert [r[0] for r in rows[::40]] == MINUTES and {r[-1] for r in rows} == {DAY}  # the Hive `day` column
@@ -69,9 +68,10 @@ def test_a_day_file_holds_exactly_its_stored_minutes_as_served(seeded, tmp_path)
     assert pq.read_metadata(files.path(DAY)).row_group(0).column(0).compression == "ZSTD"
 
 
-def test_a_day_starting_before_history_start_expects_only_its_minutes_since():
-    start = MIDNIGHT + timedelta(hours=23, minutes=58)
-    assert missing_ranges([start], DAY, start) == [(start + timedelta(minutes=1),) * 2]
+def test_a_day_that_history_start_cuts_expects_only_its_minutes_since(seeded, tmp_path):
+    start = MINUTES[-1] - timedelta(minutes=1)  # the day's last two minutes: 23:59 is stored, 23:58 not
+    record, _, holes = write_day_file(seeded, DayFiles(tmp_path / "history"), DAY, start)
+    assert (record.minutes, record.expected_minutes, holes) == (5, 2, [(start, MINUTES[-1])])
 
 
 def corrupted(files: DayFiles, tmp_path, where: str, select: str = "*") -> str:
