@@ -25,7 +25,8 @@ from crypto_pipeline.runs import BACKFILL_NICENESS, NICENESS_TAG
 from warehouse.coverage import HealingHorizon
 from warehouse.day_files import ONE_DAY, day_start
 
-HISTORY_INTERVAL_SECONDS = 60
+# Every tick costs the daemon and the code server CPU, and a day file is not urgent: every 5 minutes.
+HISTORY_INTERVAL_SECONDS = 300
 # A merge takes its `created_at` before its transaction commits (waiting for the minutes' lock, a
 # range chunk): a snapshot can become visible after a younger one the cursor has passed.
 LATE_COMMIT_MARGIN = timedelta(hours=1)
